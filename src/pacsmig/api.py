@@ -1,0 +1,141 @@
+"""The library surface: plan, show, approve, apply, verify, report.
+
+Each function takes paths and values and returns values; none prints or exits. The CLI is a
+thin layer over these, and tests call them directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pacsmig.apply.executor import ApplyResult, Executor
+from pacsmig.apply.executor import Progress as ApplyProgress
+from pacsmig.errors import InputError
+from pacsmig.inventory.dimse import Progress as InventoryProgress
+from pacsmig.inventory.dimse import destination_holdings, inventory_source
+from pacsmig.journal.store import Journal
+from pacsmig.plan.approval import Approval, check_approval, read_approval, write_approval
+from pacsmig.plan.build import build_plan
+from pacsmig.plan.codec import fingerprint, read_plan, write_plan
+from pacsmig.plan.model import Plan
+from pacsmig.spec.load import load_spec
+from pacsmig.verify.counts import Progress as VerifyProgress
+from pacsmig.verify.counts import VerifyResult, verify_plan
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanOutcome:
+    plan: Plan
+    path: Path
+    fingerprint: str
+
+
+def plan(
+    spec_path: str | Path,
+    out_path: str | Path,
+    *,
+    progress: InventoryProgress | None = None,
+    created_at: str | None = None,
+) -> PlanOutcome:
+    """Inventory the source and the destination and write the plan."""
+    spec = load_spec(spec_path)
+    studies = inventory_source(spec, progress)
+    holdings = destination_holdings(spec, [s.study_uid for s in studies], progress)
+    result = build_plan(spec, studies, holdings, created_at=created_at or utc_now())
+    out = Path(out_path)
+    fp = write_plan(result, out)
+    return PlanOutcome(plan=result, path=out, fingerprint=fp)
+
+
+def show(plan_path: str | Path) -> tuple[Plan, Approval | None]:
+    path = Path(plan_path)
+    p = read_plan(path)
+    return p, read_approval(path)
+
+
+def approve(plan_path: str | Path, by: str, note: str = "", *, auto: bool = False) -> Approval:
+    path = Path(plan_path)
+    if not by.strip():
+        raise InputError("approve: --by must name the person signing off")
+    p = read_plan(path)
+    approval = Approval(fingerprint=fingerprint(p), by=by.strip(), at=utc_now(), note=note, auto=auto)
+    write_approval(path, approval)
+    return approval
+
+
+def journal_path(plan_path: Path, p: Plan) -> Path:
+    """The spec's `journal` (relative paths from the plan's folder) or beside the plan."""
+    configured = p.header.spec.get("journal")
+    if configured:
+        candidate = Path(configured)
+        return candidate if candidate.is_absolute() else plan_path.parent / candidate
+    return plan_path.with_name(plan_path.name.removesuffix(".json") + ".journal.sqlite")
+
+
+def open_journal(plan_path: str | Path) -> tuple[Plan, Journal]:
+    path = Path(plan_path)
+    p = read_plan(path)
+    return p, Journal.open(journal_path(path, p))
+
+
+def apply(
+    plan_path: str | Path,
+    *,
+    auto_approve: bool = False,
+    progress: ApplyProgress | None = None,
+    stop: threading.Event | None = None,
+) -> ApplyResult:
+    """Apply a signed-off plan; returns partial progress too (failures are outcomes)."""
+    path = Path(plan_path)
+    p = read_plan(path)
+    if auto_approve:
+        approval = approve(path, by=f"{getpass.getuser()} (--auto-approve)", auto=True)
+    else:
+        approval = check_approval(path, p)
+    jpath = journal_path(path, p)
+    with Journal.open(jpath) as journal:
+        executor = Executor(
+            p,
+            journal,
+            spool_root=jpath.with_name(jpath.name + ".spool"),
+            approval={"by": approval.by, "at": approval.at, "note": approval.note, "auto": approval.auto},
+            progress=progress,
+            stop=stop,
+        )
+        return executor.run()
+
+
+def verify(plan_path: str | Path, *, progress: VerifyProgress | None = None) -> VerifyResult:
+    p, journal = open_journal(plan_path)
+    with journal:
+        return verify_plan(p, journal, progress)
+
+
+REPORT_FORMATS = ("html", "csv", "json")
+
+
+def report(plan_path: str | Path, out_path: str | Path, *, fmt: str = "html") -> Path:
+    """Write the migration report (HTML, CSV or JSON) for a plan and its journal."""
+    from pacsmig.plan.codec import atomic_write
+    from pacsmig.report.context import build_context
+    from pacsmig.report.render import render_csv, render_html, render_json
+
+    if fmt not in REPORT_FORMATS:
+        raise InputError(f"report: unknown format {fmt!r}; expected one of {', '.join(REPORT_FORMATS)}")
+    path = Path(plan_path)
+    p, journal = open_journal(path)
+    with journal:
+        context = build_context(p, journal, read_approval(path), generated_at=utc_now())
+    text = {"html": lambda: render_html("report.html.j2", context), "csv": lambda: render_csv(context),
+            "json": lambda: render_json(context)}[fmt]()
+    out = Path(out_path)
+    atomic_write(out, text)
+    return out

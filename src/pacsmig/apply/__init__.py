@@ -1,0 +1,1 @@
+"""Apply: execute an approved plan against the source and destination."""

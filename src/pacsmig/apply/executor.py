@@ -1,0 +1,352 @@
+"""Walk an approved plan: per study, preflight, retrieve, send, record every outcome.
+
+Apply executes the plan; it does not re-decide it. A study whose source holdings changed
+since planning is refused with a reason. What is already at the destination is not sent
+again, so apply is idempotent and resumes after a crash or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pacsmig.apply.spool import SpooledInstance, StudySpool
+from pacsmig.dicomnet.ae import Peer
+from pacsmig.dicomnet.find import open_find
+from pacsmig.dicomnet.retrieve import RetrieveRequest, RetrieveResult, c_get, c_move
+from pacsmig.dicomnet.scp import StorageSCP
+from pacsmig.dicomnet.status import StoreOutcome
+from pacsmig.dicomnet.store import StoreSession, open_store
+from pacsmig.errors import PacsError
+from pacsmig.inventory.dimse import peer_of
+from pacsmig.inventory.model import InstanceRecord
+from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
+from pacsmig.plan.codec import fingerprint
+from pacsmig.plan.model import Plan, StudyAction
+from pacsmig.spec.load import spec_from_mapping
+from pacsmig.spec.model import Spec
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+BACKOFF_SECONDS = (0.5, 2.0, 5.0)
+IMAGE_LEVEL_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressEvent:
+    studies_done: int
+    studies_total: int
+    instances_done: int
+    instances_total: int
+    bytes_sent: int
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+@dataclass(slots=True, kw_only=True)
+class ApplyResult:
+    run_id: int
+    studies_total: int = 0
+    studies_complete: int = 0
+    studies_incomplete: int = 0
+    studies_refused: int = 0
+    sent: int = 0
+    present: int = 0
+    failed: int = 0
+    bytes_sent: int = 0
+    interrupted: bool = False
+    failure_reasons: Counter[str] = field(default_factory=Counter)
+    refusal_reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.studies_incomplete or self.studies_refused or self.interrupted)
+
+
+class _Sender:
+    """A destination association opened lazily and re-opened after it is lost."""
+
+    def __init__(self, calling: str, peer: Peer, pairs: set[tuple[str, str]]) -> None:
+        self._calling = calling
+        self._peer = peer
+        self._pairs = pairs
+        self._stack = contextlib.ExitStack()
+        self._session: StoreSession | None = None
+
+    def session(self) -> StoreSession:
+        if self._session is None or not self._session.is_established:
+            self.close()
+            self._session = self._stack.enter_context(
+                open_store(self._calling, self._peer, self._pairs)
+            )
+        return self._session
+
+    def close(self) -> None:
+        self._session = None
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+
+
+class Executor:
+    def __init__(
+        self,
+        plan: Plan,
+        journal: Journal,
+        *,
+        spool_root: Path,
+        approval: dict[str, object] | None,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.plan = plan
+        self.spec: Spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
+        self.journal = journal
+        self.spool_root = spool_root
+        self.approval = approval
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self.source = peer_of(self.spec.source, "source")
+        self.destination = peer_of(self.spec.destination, "destination")
+        self.calling = self.spec.local.ae_title
+        self._scp: StorageSCP | None = None
+        self._studies_total = 0
+        self._instances_total = 0
+        self._studies_done = 0
+        self._instances_done = 0
+
+    # -- run ----------------------------------------------------------------------------
+    def run(self) -> ApplyResult:
+        todo = self.plan.by_action("migrate")
+        run_id = self.journal.start_run("apply", fingerprint(self.plan), self.approval)
+        result = ApplyResult(run_id=run_id, studies_total=len(todo))
+        self._studies_total = len(todo)
+        self._instances_total = sum(a.instance_count for a in todo)
+        outcome = "failed"
+        try:
+            with self._storage_scp():
+                for action in todo:
+                    if self.stop.is_set():
+                        result.interrupted = True
+                        break
+                    self._study(run_id, action, result)
+                    self._studies_done += 1
+                    self._report(result)
+            outcome = "interrupted" if result.interrupted else ("ok" if result.ok else "partial")
+        except KeyboardInterrupt:
+            result.interrupted = True
+            outcome = "interrupted"
+            raise
+        finally:
+            self.journal.finish_run(run_id, outcome)
+        return result
+
+    @contextlib.contextmanager
+    def _storage_scp(self) -> Iterator[None]:
+        if self.spec.source.retrieve != "c-move":
+            yield
+            return
+        assert self.spec.local.port is not None  # the spec loader requires it for c-move
+        scp = StorageSCP(
+            ae_title=self.calling,
+            port=self.spec.local.port,
+            bind=self.spec.local.bind,
+            allowed_calling=[self.source.ae_title],
+            timeout=self.source.timeout,
+        )
+        scp.start()
+        self._scp = scp
+        try:
+            yield
+        finally:
+            scp.stop()
+            self._scp = None
+
+    def _report(self, result: ApplyResult) -> None:
+        if self.progress is not None:
+            self.progress(
+                ProgressEvent(
+                    studies_done=self._studies_done,
+                    studies_total=self._studies_total,
+                    instances_done=self._instances_done,
+                    instances_total=self._instances_total,
+                    bytes_sent=result.bytes_sent,
+                )
+            )
+
+    # -- one study ------------------------------------------------------------------------
+    def _study(self, run_id: int, action: StudyAction, result: ApplyResult) -> None:
+        uid = action.study_uid
+        with open_find(self.calling, self.source) as finder:
+            instances = finder.study_instances(uid)
+        refusal = self._source_changed(action, instances)
+        if refusal:
+            self.journal.set_study(run_id, uid, "refused", "source_changed", refusal)
+            result.studies_refused += 1
+            result.refusal_reasons["source_changed"] += 1
+            self._instances_done += action.instance_count
+            return
+        self.journal.plan_instances(
+            run_id, uid, [(i.sop_uid, i.series_uid, i.sop_class_uid) for i in instances]
+        )
+        with open_find(self.calling, self.destination) as finder:
+            present = {i.sop_uid for i in finder.study_instances(uid)}
+        already = [i.sop_uid for i in instances if i.sop_uid in present]
+        states = {r.sop_uid: r.state for r in self.journal.instances(uid)}
+        self.journal.set_instances(
+            run_id, [s for s in already if states.get(s) != SENT], PRESENT, "already_at_destination"
+        )
+        result.present += sum(1 for s in already if states.get(s) != SENT)
+        self._instances_done += len(already)
+        missing = [i for i in instances if i.sop_uid not in present]
+        if not missing:
+            self.journal.set_study(run_id, uid, "transferred")
+            result.studies_complete += 1
+            return
+        failed_before = result.failed
+        spool = StudySpool(self.spool_root, uid, {i.sop_uid for i in missing})
+        try:
+            retrieved = self._retrieve(uid, instances, missing, spool)
+            for inst in missing:
+                if inst.sop_uid not in spool.received:
+                    self._fail(run_id, inst.sop_uid, None, "not_retrieved", retrieved, result)
+            self._send_all(run_id, spool, [i for i in missing if i.sop_uid in spool.received], result)
+        finally:
+            spool.cleanup()
+        if result.failed > failed_before:
+            self.journal.set_study(
+                run_id, uid, "incomplete", "instances_failed", f"{result.failed - failed_before} failed"
+            )
+            result.studies_incomplete += 1
+        else:
+            self.journal.set_study(run_id, uid, "transferred")
+            result.studies_complete += 1
+
+    @staticmethod
+    def _source_changed(action: StudyAction, instances: list[InstanceRecord]) -> str:
+        counts = Counter(i.series_uid for i in instances)
+        expected = {s.series_uid: s.instances for s in action.series}
+        if dict(counts) == expected:
+            return ""
+        if not instances:
+            return "the study is no longer at the source"
+        return (
+            f"the source now holds {len(instances)} instances in {len(counts)} series; the plan "
+            f"expected {action.instance_count} in {action.series_count}: re-plan"
+        )
+
+    def _retrieve(
+        self,
+        study_uid: str,
+        instances: list[InstanceRecord],
+        missing: list[InstanceRecord],
+        spool: StudySpool,
+    ) -> str:
+        """Fetch the missing instances into the spool; return a description of the outcome."""
+        if len(missing) == len(instances):
+            requests = [RetrieveRequest(study_uid=study_uid)]
+        else:
+            by_series: dict[str, list[str]] = {}
+            for inst in missing:
+                by_series.setdefault(inst.series_uid, []).append(inst.sop_uid)
+            requests = [
+                RetrieveRequest(
+                    study_uid=study_uid, series_uid=series, sop_uids=tuple(uids[i : i + IMAGE_LEVEL_BATCH])
+                )
+                for series, uids in sorted(by_series.items())
+                for i in range(0, len(uids), IMAGE_LEVEL_BATCH)
+            ]
+        classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid})
+        outcomes: list[RetrieveResult] = []
+        for request in requests:
+            if self.spec.source.retrieve == "c-get":
+                outcomes.append(c_get(self.calling, self.source, request, classes, spool))
+            else:
+                assert self._scp is not None
+                self._scp.set_sink(spool)
+                try:
+                    outcomes.append(c_move(self.calling, self.source, request, self.calling))
+                finally:
+                    self._scp.set_sink(None)
+        bad = [o for o in outcomes if o.status not in (0x0000,)]
+        return bad[0].describe() if bad else "retrieved"
+
+    # -- sending ------------------------------------------------------------------------
+    def _send_all(
+        self, run_id: int, spool: StudySpool, todo: list[InstanceRecord], result: ApplyResult
+    ) -> None:
+        items = [spool.received[i.sop_uid] for i in todo]
+        pairs = {(i.sop_class_uid, i.transfer_syntax) for i in items}
+        sender = _Sender(self.calling, self.destination, pairs)
+        try:
+            for item in items:
+                self._send_one(run_id, sender, item, result)
+                spool.discard(item.sop_uid)
+                self._instances_done += 1
+                self._report(result)
+        finally:
+            sender.close()
+
+    def _send_one(
+        self, run_id: int, sender: _Sender, item: SpooledInstance, result: ApplyResult
+    ) -> None:
+        outcome: StoreOutcome | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                outcome = sender.session().send_file(
+                    item.path, item.sop_class_uid, item.transfer_syntax
+                )
+            except PacsError as exc:
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+                log.warning("re-associating with the destination: %s", exc)
+                sender.close()
+                time.sleep(BACKOFF_SECONDS[attempt])
+                continue
+            if outcome.stored or not outcome.transient:
+                break
+            # In doubt (no response) or out of resources: the peer may or may not hold it;
+            # re-associate and send again. Storing the same SOP Instance twice is harmless.
+            sender.close()
+            time.sleep(BACKOFF_SECONDS[attempt])
+        assert outcome is not None
+        if outcome.stored:
+            detail = outcome.describe() if outcome.category == "warning" else ""
+            self.journal.set_instance(
+                run_id, item.sop_uid, SENT, code=outcome.code, detail=detail, attempt=True
+            )
+            result.sent += 1
+            result.bytes_sent += item.size
+            return
+        reason = _failure_reason(outcome)
+        self._fail(run_id, item.sop_uid, outcome.code, reason, outcome.describe(), result)
+
+    def _fail(
+        self,
+        run_id: int,
+        sop_uid: str,
+        code: int | None,
+        reason: str,
+        detail: str,
+        result: ApplyResult,
+    ) -> None:
+        self.journal.set_instance(run_id, sop_uid, FAILED, code=code, reason=reason, detail=detail, attempt=True)
+        result.failed += 1
+        result.failure_reasons[reason] += 1
+
+
+def _failure_reason(outcome: StoreOutcome) -> str:
+    if outcome.comment.startswith("unsupported_by_destination"):
+        return "unsupported_by_destination"
+    if outcome.category == "in_doubt":
+        return "no_response"
+    if outcome.code is not None and 0xA700 <= outcome.code <= 0xA7FF:
+        return "out_of_resources"
+    return "rejected"

@@ -1,0 +1,1 @@
+"""Command line: thin typer commands over pacsmig.api."""

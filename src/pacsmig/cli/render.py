@@ -1,0 +1,180 @@
+"""Terminal rendering with rich. DICOM values are printed as text, never as markup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from pacsmig.apply.executor import ApplyResult, ProgressEvent
+from pacsmig.plan.approval import Approval
+from pacsmig.plan.codec import fingerprint
+from pacsmig.plan.model import REASONS, Plan, summarize
+from pacsmig.verify.counts import VerifyResult
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+@contextmanager
+def status(console: Console, text: str) -> Iterator[Callable[[int, int], None]]:
+    with console.status(text) as st:
+
+        def tick(done: int, total: int) -> None:
+            st.update(f"{text}: {done:,} of {total:,} studies")
+
+        yield tick
+
+
+def plan_summary(console: Console, plan: Plan, path: Path, fp: str) -> None:
+    s = summarize(plan)
+    console.print(
+        f"[bold]Plan:[/] {_n(s.studies['migrate'])} studies ({_n(s.instances['migrate'])} instances) "
+        f"to migrate, {_n(s.studies['skip'])} to skip, {_n(s.studies['hold'])} held for review."
+    )
+    for (action, reason), n in s.reasons.items():
+        text = REASONS.get(reason, reason.replace("_", " "))
+        inst = s.reason_instances.get((action, reason), 0)
+        console.print(
+            f"  {action:<8} {n:>8,} studies {inst:>10,} instances  {escape(text)} ({reason})",
+            highlight=False,
+        )
+    console.print(f"Fingerprint {fp}", highlight=False)
+    console.print(
+        f"Wrote {escape(str(path))}. Review with 'pacsmig show {escape(str(path))}', then "
+        f"'pacsmig approve {escape(str(path))} --by NAME'.",
+        highlight=False,
+    )
+
+
+def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
+    h = plan.header
+    console.print(
+        f"[bold]{escape(h.name)}[/]: {escape(h.source.ae_title)}@{escape(h.source.host)}:{h.source.port} "
+        f"-> {escape(h.destination.ae_title)}@{escape(h.destination.host)}:{h.destination.port}, "
+        f"planned {escape(h.created_at)}",
+        highlight=False,
+    )
+    fp = fingerprint(plan)
+    console.print(f"Fingerprint {fp}", highlight=False)
+    if approval is None:
+        console.print("[yellow]Not signed off.[/]")
+    elif approval.fingerprint == fp:
+        auto = " (automatic)" if approval.auto else ""
+        console.print(f"Signed off by {escape(approval.by)}{auto} at {escape(approval.at)}", highlight=False)
+    else:
+        console.print("[red]The sign-off is for a different plan: approve again after review.[/]")
+    table = Table(show_lines=False, header_style="bold")
+    for col in ("action", "reason", "patient ID", "patient name", "date", "accession", "modalities"):
+        table.add_column(col)
+    table.add_column("series", justify="right")
+    table.add_column("instances", justify="right")
+    table.add_column("at dest.", justify="right")
+    table.add_column("study UID", overflow="fold")
+    style = {"hold": "yellow", "migrate": "", "skip": "dim"}
+    for a in plan.actions:
+        table.add_row(
+            a.action,
+            a.reason,
+            escape(a.patient_id),
+            escape(a.patient_name),
+            escape(a.study_date),
+            escape(a.accession),
+            escape(" ".join(a.modalities)),
+            _n(a.series_count),
+            _n(a.instance_count),
+            _n(a.found_at_destination),
+            escape(a.study_uid),
+            style=style[a.action],
+        )
+    console.print(table)
+    s = summarize(plan)
+    console.print(
+        f"{_n(s.studies['migrate'])} to migrate ({_n(s.instances['migrate'])} instances), "
+        f"{_n(s.studies['skip'])} to skip, {_n(s.studies['hold'])} held."
+    )
+
+
+@contextmanager
+def apply_progress(console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    studies = progress.add_task("studies", total=None, rate="")
+    instances = progress.add_task("instances", total=None, rate="")
+
+    started = False
+
+    def update(ev: ProgressEvent) -> None:
+        # Start drawing on the first event, so an error before any work shows no empty bars.
+        nonlocal started
+        if not started:
+            progress.start()
+            started = True
+        progress.update(studies, completed=ev.studies_done, total=ev.studies_total)
+        task = progress.tasks[instances]
+        elapsed = task.elapsed or 0.0
+        rate = f"{ev.instances_done / elapsed:,.1f} inst/s" if elapsed > 0 else ""
+        progress.update(instances, completed=ev.instances_done, total=ev.instances_total, rate=rate)
+
+    try:
+        yield update
+    finally:
+        if started:
+            progress.stop()
+
+
+def apply_summary(console: Console, r: ApplyResult) -> None:
+    console.print(
+        f"[bold]Apply:[/] {_n(r.sent)} instances sent, {_n(r.present)} already at the destination, "
+        f"{_n(r.failed)} failed; {_n(r.studies_complete)} of {_n(r.studies_total)} studies complete"
+        + (f", {_n(r.studies_refused)} refused" if r.studies_refused else "")
+        + (f", {_n(r.studies_incomplete)} incomplete" if r.studies_incomplete else "")
+        + "."
+    )
+    for reason, n in sorted(r.failure_reasons.items()):
+        console.print(f"  failed: {n:,} instances: {reason}", highlight=False)
+    for reason, n in sorted(r.refusal_reasons.items()):
+        console.print(f"  refused: {n:,} studies: {reason}", highlight=False)
+    if r.interrupted:
+        console.print("Interrupted: run apply again to resume.")
+    elif not r.ok:
+        console.print("Some instances did not arrive: see 'pacsmig report'; apply again to retry.")
+
+
+def verify_summary(console: Console, r: VerifyResult) -> None:
+    bad = [c for c in r.checks if not c.ok]
+    console.print(
+        f"[bold]Verify:[/] {_n(len(r.checks) - len(bad))} of {_n(len(r.checks))} studies complete "
+        f"at the destination; {_n(r.missing_instances)} instances missing."
+    )
+    for c in bad:
+        console.print(
+            f"  {c.status}: study {escape(c.study_uid)}: expected {c.expected_instances}, "
+            f"found {c.found_instances}",
+            highlight=False,
+        )
+        for uid in c.missing[:50]:
+            console.print(f"    missing {escape(uid)}", highlight=False)
+        if len(c.missing) > 50:
+            console.print(f"    ... and {len(c.missing) - 50} more (see the report)")

@@ -1,0 +1,127 @@
+"""Associations: open one with clear, typed failures."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+
+from pacsmig.errors import AssociationRejected, PacsError, PeerUnreachable
+
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Peer:
+    """Where and who to associate with; the spec's endpoints convert to this."""
+
+    ae_title: str
+    host: str
+    port: int
+    timeout: float = 30.0
+    max_pdu: int = 0
+    role: str = "peer"  # "source" / "destination", for messages
+
+    def describe(self) -> str:
+        return f"{self.role} {self.ae_title} at {self.host}:{self.port}"
+
+
+_REJECT_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognised",
+    (1, 7): "called AE title not recognised",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+
+
+def make_ae(calling_ae_title: str, timeout: float) -> AE:
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.connection_timeout = min(CONNECT_TIMEOUT, timeout)
+    ae.maximum_pdu_size = 0  # unlimited: fewer, larger P-DATA PDUs
+    return ae
+
+
+def describe_rejection(assoc: Association, peer: Peer, calling: str) -> AssociationRejected:
+    prim = assoc.acceptor.primitive
+    result = getattr(prim, "result", None)
+    source = getattr(prim, "result_source", None)
+    diag = getattr(prim, "diagnostic", None)
+    reason = _REJECT_REASONS.get((source or 0, diag or 0), f"source {source}, reason {diag}")
+    transient = result == 2
+    hint = ""
+    if (source, diag) == (1, 3):
+        hint = f" (the peer does not know our AE title {calling!r}; add it to its configuration)"
+    elif (source, diag) == (1, 7):
+        hint = f" (check the configured AE title {peer.ae_title!r})"
+    kind = "transiently" if transient else "permanently"
+    return AssociationRejected(
+        f"{peer.describe()} {kind} rejected the association from {calling}: {reason}{hint}",
+        transient=transient,
+    )
+
+
+def _unreachable(peer: Peer) -> PacsError:
+    try:
+        with socket.create_connection((peer.host, peer.port), timeout=CONNECT_TIMEOUT):
+            pass
+    except TimeoutError:
+        return PeerUnreachable(f"cannot connect to {peer.describe()}: connection timed out")
+    except OSError as exc:
+        text = exc.strerror or str(exc)
+        return PeerUnreachable(f"cannot connect to {peer.describe()}: {text.lower()}")
+    return PacsError(
+        f"{peer.describe()} accepted a connection but did not complete the association "
+        "(not a DICOM service, TLS required, or it aborted)"
+    )
+
+
+@contextlib.contextmanager
+def associate(
+    calling_ae_title: str,
+    peer: Peer,
+    contexts: Sequence[PresentationContext],
+    *,
+    ext_neg: list[Any] | None = None,
+    evt_handlers: list[Any] | None = None,
+) -> Iterator[Association]:
+    """Open an association, yield it, release (or abort) it on the way out."""
+    if not contexts:
+        raise PacsError(f"no presentation contexts to propose to {peer.describe()}")
+    if len(contexts) > 128:
+        raise PacsError(f"{len(contexts)} presentation contexts exceed DICOM's limit of 128")
+    ae = make_ae(calling_ae_title, peer.timeout)
+    ae.requested_contexts = list(contexts)
+    assoc = ae.associate(
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        max_pdu=peer.max_pdu,
+        ext_neg=ext_neg,
+        evt_handlers=evt_handlers,
+    )
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            raise describe_rejection(assoc, peer, calling_ae_title)
+        raise _unreachable(peer)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            try:
+                assoc.release()
+            except Exception:  # release must never mask the real error
+                assoc.abort()
+        ae.shutdown()

@@ -1,0 +1,97 @@
+"""Presentation contexts: what to propose for retrieval and for sending."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AllStoragePresentationContexts, build_context
+from pynetdicom.presentation import PresentationContext
+
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+UNCOMPRESSED_ALL = frozenset(
+    {ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
+)
+
+# Transfer syntaxes offered, each in its own context, when receiving a study whose stored
+# syntaxes are unknown: the sender then finds the one it holds and need not transcode.
+RECEIVE_SYNTAX_GROUPS: tuple[tuple[str, ...], ...] = (
+    (ExplicitVRLittleEndian, ImplicitVRLittleEndian),
+    (JPEGBaseline8Bit,),
+    (JPEGExtended12Bit,),
+    (JPEGLosslessSV1,),
+    (JPEGLossless,),
+    (JPEGLSLossless,),
+    (JPEGLSNearLossless,),
+    (JPEG2000Lossless,),
+    (JPEG2000,),
+    (RLELossless,),
+    (ExplicitVRBigEndian,),
+    (DeflatedExplicitVRLittleEndian,),
+)
+
+MAX_CONTEXTS = 128
+
+
+def receive_contexts(sop_classes: Iterable[str]) -> list[PresentationContext]:
+    """Storage contexts for a C-GET of a study holding these SOP classes.
+
+    Raises ValueError when they cannot fit in one association; callers split by series.
+    """
+    contexts: list[PresentationContext] = []
+    for sop_class in sorted(set(sop_classes)):
+        for group in RECEIVE_SYNTAX_GROUPS:
+            contexts.append(build_context(sop_class, list(group)))
+    if len(contexts) > MAX_CONTEXTS - 1:
+        raise ValueError(f"{len(set(sop_classes))} SOP classes need more than one association")
+    return contexts
+
+
+def max_classes_per_get() -> int:
+    return (MAX_CONTEXTS - 1) // len(RECEIVE_SYNTAX_GROUPS)
+
+
+def fallback_storage_contexts() -> list[PresentationContext]:
+    """When the SOP classes are unknown: the common ones, every syntax in one context each."""
+    contexts: list[PresentationContext] = []
+    for cx in AllStoragePresentationContexts[: MAX_CONTEXTS - 1]:
+        contexts.append(build_context(cx.abstract_syntax, [*UNCOMPRESSED, ExplicitVRBigEndian]))
+    return contexts
+
+
+def send_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
+    """Contexts to send instances of these (SOP class, transfer syntax) pairs.
+
+    Each pair gets its own context so each instance can travel as it is; each SOP class also
+    gets an uncompressed context, the fallback when the destination refuses the original.
+    """
+    contexts: list[PresentationContext] = []
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    classes: list[str] = []
+    for sop_class, ts in sorted(set(pairs)):
+        if sop_class not in classes:
+            classes.append(sop_class)
+        if UID(ts) in UNCOMPRESSED:
+            continue
+        key = (sop_class, (ts,))
+        if key not in seen:
+            seen.add(key)
+            contexts.append(build_context(sop_class, [ts]))
+    for sop_class in classes:
+        contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
+    return contexts

@@ -1,0 +1,190 @@
+"""C-FIND (PS3.4 Annex C): study, series and instance level queries, Study Root model."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pynetdicom import build_context
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+from pacsmig.dicomnet.ae import Peer, associate
+from pacsmig.errors import PacsError
+from pacsmig.inventory.model import InstanceRecord, SeriesRecord, StudyRecord
+
+_FIND = StudyRootQueryRetrieveInformationModelFind
+
+STUDY_KEYS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "StudyDescription",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
+SERIES_KEYS = (
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "NumberOfSeriesRelatedInstances",
+)
+IMAGE_KEYS = ("SOPClassUID", "InstanceNumber")
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class FindSession:
+    """One association for many C-FIND requests."""
+
+    def __init__(self, assoc: Any, peer: Peer) -> None:
+        self._assoc = assoc
+        self._peer = peer
+        self._msg_id = 0
+
+    def query(self, level: str, keys: dict[str, Any]) -> Iterator[Dataset]:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = level
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        for keyword, value in keys.items():
+            setattr(ds, keyword, value)
+        self._msg_id = self._msg_id % 65535 + 1
+        got_final = False
+        for status, identifier in self._assoc.send_c_find(ds, _FIND, msg_id=self._msg_id):
+            code = getattr(status, "Status", None)
+            if code is None:
+                raise PacsError(
+                    f"{self._peer.describe()} did not answer a {level} C-FIND "
+                    f"(timeout or aborted association after {self._peer.timeout:g}s)"
+                )
+            if code in (0xFF00, 0xFF01):
+                if identifier is not None:
+                    yield identifier
+                continue
+            if code == 0x0000:
+                got_final = True
+                break
+            comment = _text(status, "ErrorComment")
+            raise PacsError(
+                f"{self._peer.describe()} failed a {level} C-FIND with status 0x{code:04X}"
+                + (f": {comment}" if comment else "")
+            )
+        if not got_final:
+            raise PacsError(f"{self._peer.describe()} ended a {level} C-FIND without a final status")
+
+    def studies(self, *, study_date: str = "", study_uid: str = "") -> list[StudyRecord]:
+        keys: dict[str, Any] = {k: "" for k in STUDY_KEYS}
+        keys["StudyDate"] = study_date
+        keys["StudyInstanceUID"] = study_uid
+        by_uid: dict[str, list[Dataset]] = {}
+        for ds in self.query("STUDY", keys):
+            uid = _text(ds, "StudyInstanceUID")
+            if uid:
+                by_uid.setdefault(uid, []).append(ds)
+        records = []
+        for uid, rows in by_uid.items():
+            first = rows[0]
+            pids = sorted({_text(r, "PatientID") for r in rows})
+            records.append(
+                StudyRecord(
+                    study_uid=uid,
+                    patient_id=_text(first, "PatientID"),
+                    patient_name=_text(first, "PatientName"),
+                    birth_date=_text(first, "PatientBirthDate"),
+                    sex=_text(first, "PatientSex"),
+                    study_date=_text(first, "StudyDate"),
+                    study_time=_text(first, "StudyTime"),
+                    accession=_text(first, "AccessionNumber"),
+                    modalities=tuple(m for m in _text(first, "ModalitiesInStudy").split("\\") if m),
+                    description=_text(first, "StudyDescription"),
+                    other_patient_ids=tuple(pids) if len(pids) > 1 else (),
+                )
+            )
+        return records
+
+    def series(self, study_uid: str) -> list[SeriesRecord]:
+        keys: dict[str, Any] = {k: "" for k in SERIES_KEYS}
+        keys["StudyInstanceUID"] = study_uid
+        keys["SeriesInstanceUID"] = ""
+        out: dict[str, SeriesRecord] = {}
+        for ds in self.query("SERIES", keys):
+            uid = _text(ds, "SeriesInstanceUID")
+            if not uid:
+                continue
+            count = _int(ds, "NumberOfSeriesRelatedInstances")
+            if count is None:
+                # Not every SCP supports the optional count keys (dcmqrscp does not): count.
+                count = sum(1 for _ in self.instance_uids(study_uid, uid))
+            out[uid] = SeriesRecord(
+                series_uid=uid,
+                modality=_text(ds, "Modality"),
+                series_number=_text(ds, "SeriesNumber"),
+                description=_text(ds, "SeriesDescription"),
+                instance_count=count,
+            )
+        return sorted(out.values(), key=lambda s: s.series_uid)
+
+    def instance_uids(self, study_uid: str, series_uid: str) -> Iterator[str]:
+        for rec in self.instances(study_uid, series_uid):
+            yield rec.sop_uid
+
+    def instances(self, study_uid: str, series_uid: str) -> list[InstanceRecord]:
+        keys: dict[str, Any] = {k: "" for k in IMAGE_KEYS}
+        keys["StudyInstanceUID"] = study_uid
+        keys["SeriesInstanceUID"] = series_uid
+        keys["SOPInstanceUID"] = ""
+        out: dict[str, InstanceRecord] = {}
+        for ds in self.query("IMAGE", keys):
+            uid = _text(ds, "SOPInstanceUID")
+            if uid:
+                out[uid] = InstanceRecord(
+                    sop_uid=uid,
+                    series_uid=series_uid,
+                    sop_class_uid=_text(ds, "SOPClassUID"),
+                    instance_number=_text(ds, "InstanceNumber"),
+                )
+        return list(out.values())
+
+    def study_instances(self, study_uid: str) -> list[InstanceRecord]:
+        """Every instance of a study, series by series (hierarchical SCPs require it)."""
+        out: list[InstanceRecord] = []
+        for series in self.series_uids(study_uid):
+            out.extend(self.instances(study_uid, series))
+        return out
+
+    def series_uids(self, study_uid: str) -> list[str]:
+        keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": ""}
+        return sorted({_text(ds, "SeriesInstanceUID") for ds in self.query("SERIES", keys)} - {""})
+
+
+@contextlib.contextmanager
+def open_find(calling_ae_title: str, peer: Peer) -> Iterator[FindSession]:
+    """One association to peer for a run of C-FIND requests."""
+    with associate(calling_ae_title, peer, [build_context(_FIND)]) as assoc:
+        if not assoc.accepted_contexts:
+            raise PacsError(f"{peer.describe()} does not accept Study Root C-FIND")
+        yield FindSession(assoc, peer)

@@ -1,0 +1,143 @@
+"""C-GET and C-MOVE (PS3.4 Annex C.4): retrieve a study or some of its instances."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import build_context, build_role, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from pacsmig.dicomnet.ae import Peer, associate
+from pacsmig.dicomnet.contexts import fallback_storage_contexts, receive_contexts
+from pacsmig.dicomnet.received import InstanceSink, ReceivedInstance
+from pacsmig.errors import PacsError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrieveResult:
+    """The final response of a C-GET/C-MOVE: None when none came (timeout, abort)."""
+
+    status: int | None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: tuple[str, ...] = ()
+    comment: str = ""
+
+    def describe(self) -> str:
+        if self.status is None:
+            return "no final response (timeout or aborted association)"
+        text = f"status 0x{self.status:04X}, {self.completed} completed, {self.failed} failed"
+        return f"{text}: {self.comment}" if self.comment else text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrieveRequest:
+    study_uid: str
+    series_uid: str = ""
+    sop_uids: tuple[str, ...] = ()
+
+    def identifier(self) -> Dataset:
+        ds = Dataset()
+        ds.StudyInstanceUID = self.study_uid
+        if self.sop_uids:
+            ds.QueryRetrieveLevel = "IMAGE"
+            ds.SeriesInstanceUID = self.series_uid
+            ds.SOPInstanceUID = list(self.sop_uids) if len(self.sop_uids) > 1 else self.sop_uids[0]
+        elif self.series_uid:
+            ds.QueryRetrieveLevel = "SERIES"
+            ds.SeriesInstanceUID = self.series_uid
+        else:
+            ds.QueryRetrieveLevel = "STUDY"
+        return ds
+
+
+def _final(responses: Any, peer: Peer, what: str) -> RetrieveResult:
+    final: RetrieveResult | None = None
+    for status, identifier in responses:
+        code = getattr(status, "Status", None)
+        if code is None:
+            return RetrieveResult(status=None)
+        if code in (0xFF00, 0xFF01):
+            continue
+        failed_uids: tuple[str, ...] = ()
+        if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+            value = identifier.FailedSOPInstanceUIDList
+            failed_uids = tuple(str(v) for v in (value if isinstance(value, list) else [value]))
+        final = RetrieveResult(
+            status=code,
+            completed=int(status.get("NumberOfCompletedSuboperations", 0) or 0),
+            failed=int(status.get("NumberOfFailedSuboperations", 0) or 0),
+            warning=int(status.get("NumberOfWarningSuboperations", 0) or 0),
+            failed_uids=failed_uids,
+            comment=str(status.get("ErrorComment", "") or ""),
+        )
+    if final is None:
+        raise PacsError(f"{peer.describe()} ended a {what} without a final status")
+    return final
+
+
+def _store_handler(event: Any, sink: InstanceSink) -> int:
+    try:
+        item = ReceivedInstance(
+            sop_uid=str(event.request.AffectedSOPInstanceUID),
+            sop_class_uid=str(event.request.AffectedSOPClassUID),
+            transfer_syntax=str(event.context.transfer_syntax),
+            data=event.encoded_dataset(include_meta=True),
+        )
+        return 0x0000 if sink(item) else 0xA700
+    except Exception:
+        return 0xC211
+
+
+def c_get(
+    calling_ae_title: str,
+    peer: Peer,
+    request: RetrieveRequest,
+    sop_classes: Sequence[str],
+    sink: InstanceSink,
+) -> RetrieveResult:
+    """C-GET on one association whose storage contexts cover the given SOP classes."""
+    try:
+        storage = receive_contexts(sop_classes) if sop_classes else fallback_storage_contexts()
+    except ValueError:
+        storage = fallback_storage_contexts()
+    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet), *storage]
+    roles = [build_role(uid, scp_role=True) for uid in sorted({cx.abstract_syntax for cx in storage})]
+    handlers = [(evt.EVT_C_STORE, _store_handler, [sink])]
+    with associate(calling_ae_title, peer, contexts, ext_neg=roles, evt_handlers=handlers) as assoc:
+        get_cx = [
+            cx
+            for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet
+        ]
+        if not get_cx:
+            raise PacsError(f"{peer.describe()} does not accept Study Root C-GET")
+        responses = assoc.send_c_get(request.identifier(), StudyRootQueryRetrieveInformationModelGet)
+        return _final(responses, peer, "C-GET")
+
+
+def c_move(
+    calling_ae_title: str, peer: Peer, request: RetrieveRequest, move_ae_title: str
+) -> RetrieveResult:
+    """C-MOVE to move_ae_title; the instances arrive at that AE's Storage SCP, not here."""
+    contexts = [build_context(StudyRootQueryRetrieveInformationModelMove)]
+    with associate(calling_ae_title, peer, contexts) as assoc:
+        if not assoc.accepted_contexts:
+            raise PacsError(f"{peer.describe()} does not accept Study Root C-MOVE")
+        responses = assoc.send_c_move(
+            request.identifier(), move_ae_title, StudyRootQueryRetrieveInformationModelMove
+        )
+        result = _final(responses, peer, "C-MOVE")
+    if result.status == 0xA801:
+        raise PacsError(
+            f"{peer.describe()} does not know the move destination {move_ae_title!r}: "
+            "add pacsmig's AE title, host and local.port to the source's configuration"
+        )
+    return result

@@ -1,0 +1,85 @@
+"""pacsmig's own Storage SCP: the C-MOVE destination (PS3.4 Annex B)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pydicom.uid import UID
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+from pacsmig.dicomnet.ae import make_ae
+from pacsmig.dicomnet.received import InstanceSink, ReceivedInstance
+from pacsmig.errors import PacsError
+
+log = logging.getLogger(__name__)
+
+
+def _handle_store(event: Any, sink_ref: list[InstanceSink | None]) -> int:
+    sink = sink_ref[0]
+    if sink is None:
+        return 0xA700  # nobody is collecting: refuse rather than pretend to store
+    try:
+        item = ReceivedInstance(
+            sop_uid=str(event.request.AffectedSOPInstanceUID),
+            sop_class_uid=str(event.request.AffectedSOPClassUID),
+            transfer_syntax=str(event.context.transfer_syntax),
+            data=event.encoded_dataset(include_meta=True),
+        )
+        return 0x0000 if sink(item) else 0xA700
+    except Exception as exc:  # the peer must get a status, never a dropped association
+        log.error("storing a received instance failed: %s", type(exc).__name__)
+        return 0xC211
+
+
+class StorageSCP:
+    """Listens on (bind, port) as ae_title; accepts only the allowed calling AE titles."""
+
+    def __init__(
+        self, *, ae_title: str, port: int, bind: str = "", allowed_calling: list[str], timeout: float
+    ) -> None:
+        self.ae_title = ae_title
+        self.port = port
+        self.bind = bind
+        self._ae = make_ae(ae_title, timeout)
+        self._ae.require_called_aet = True
+        # Only the configured source may push into the migration.
+        self._ae.require_calling_aet = list(allowed_calling)
+        for cx in AllStoragePresentationContexts:
+            self._ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        for ts in ALL_TRANSFER_SYNTAXES:
+            UID(ts)  # pydicom validates them on use; fail early on a typo
+        self._sink: list[InstanceSink | None] = [None]
+        self._server: Any = None
+        self._lock = threading.Lock()
+
+    def set_sink(self, sink: InstanceSink | None) -> None:
+        with self._lock:
+            self._sink[0] = sink
+
+    def start(self) -> None:
+        handlers = [(evt.EVT_C_STORE, _handle_store, [self._sink])]
+        try:
+            self._server = self._ae.start_server(
+                (self.bind, self.port), block=False, evt_handlers=handlers
+            )
+        except OSError as exc:
+            where = f"{self.bind or '*'}:{self.port}"
+            raise PacsError(
+                f"pacsmig's Storage SCP cannot listen on {where} (local.port): "
+                f"{(exc.strerror or str(exc)).lower()}"
+            ) from None
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self._ae.shutdown()
+
+    def __enter__(self) -> StorageSCP:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Inventory of a source or destination: what studies, series and instances it holds."""

@@ -1,0 +1,63 @@
+"""Inventory through DICOM query (C-FIND)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+
+from pacsmig.dicomnet.ae import Peer
+from pacsmig.dicomnet.find import open_find
+from pacsmig.inventory.model import Holdings, StudyRecord
+from pacsmig.spec.model import Endpoint, Spec
+
+Progress = Callable[[int, int], None]
+
+
+def peer_of(endpoint: Endpoint, role: str) -> Peer:
+    return Peer(
+        ae_title=endpoint.ae_title,
+        host=endpoint.host,
+        port=endpoint.port,
+        timeout=endpoint.timeout,
+        max_pdu=endpoint.max_pdu,
+        role=role,
+    )
+
+
+def inventory_source(spec: Spec, progress: Progress | None = None) -> list[StudyRecord]:
+    """Studies matching spec.select at the source, each with its series and counts."""
+    peer = peer_of(spec.source, "source")
+    wanted = set(spec.select.modalities)
+    out: list[StudyRecord] = []
+    with open_find(spec.local.ae_title, peer) as finder:
+        studies = finder.studies(study_date=spec.select.date_range())
+        for i, study in enumerate(sorted(studies, key=lambda s: s.study_uid), 1):
+            series = tuple(finder.series(study.study_uid))
+            record = dataclasses.replace(study, series=series)
+            modalities = set(record.modalities) | {s.modality for s in series}
+            if not wanted or modalities & wanted:
+                out.append(record)
+            if progress:
+                progress(i, len(studies))
+    return out
+
+
+def destination_holdings(
+    spec: Spec, study_uids: Iterable[str], progress: Progress | None = None
+) -> dict[str, Holdings]:
+    """Series instance counts the destination holds for each study (absent when none)."""
+    peer = peer_of(spec.destination, "destination")
+    uids = list(study_uids)
+    out: dict[str, Holdings] = {}
+    if not uids:
+        return out
+    with open_find(spec.local.ae_title, peer) as finder:
+        for i, uid in enumerate(uids, 1):
+            series = finder.series(uid)
+            if series:
+                out[uid] = Holdings(
+                    study_uid=uid, series_counts={s.series_uid: s.instance_count for s in series}
+                )
+            if progress:
+                progress(i, len(uids))
+    return out

@@ -1,0 +1,1 @@
+"""The journal: every run, every instance outcome, every verification, in SQLite."""

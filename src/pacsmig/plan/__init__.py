@@ -1,0 +1,1 @@
+"""The plan: an explicit, reviewable list of per-study actions."""

@@ -1,0 +1,112 @@
+"""Compile inventory facts into a plan. Pure: values in, values out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pacsmig import __version__
+from pacsmig.inventory.model import Holdings, StudyRecord
+from pacsmig.plan.codec import digest
+from pacsmig.plan.model import (
+    Action,
+    Endpoint,
+    ExpectedSeries,
+    Plan,
+    PlanHeader,
+    StudyAction,
+)
+from pacsmig.spec.model import Spec
+
+
+def spec_digest(spec: Spec) -> str:
+    return digest(spec.document)
+
+
+def header_for(spec: Spec, created_at: str) -> PlanHeader:
+    src, dst = spec.source, spec.destination
+    return PlanHeader(
+        name=spec.name,
+        pacsmig_version=__version__,
+        spec_digest=spec_digest(spec),
+        created_at=created_at,
+        source=Endpoint(
+            kind=src.kind, ae_title=src.ae_title, host=src.host, port=src.port, retrieve=src.retrieve
+        ),
+        destination=Endpoint(ae_title=dst.ae_title, host=dst.host, port=dst.port),
+        spec=spec.document,
+    )
+
+
+def decide(study: StudyRecord, holdings: Holdings | None) -> tuple[Action, str, str]:
+    """(action, reason, detail) for one study given what the destination holds of it."""
+    if study.other_patient_ids:
+        return (
+            "hold",
+            "patient_id_conflict",
+            f"{len(study.other_patient_ids)} Patient IDs at the source for this study",
+        )
+    if study.instance_count == 0:
+        return "skip", "empty_study", ""
+    found = holdings.series_counts if holdings else {}
+    if not found:
+        return "migrate", "not_at_destination", ""
+    complete = all(found.get(s.series_uid, 0) == s.instance_count for s in study.series)
+    extra_series = set(found) - {s.series_uid for s in study.series}
+    if complete and not extra_series:
+        return "skip", "already_complete", ""
+    total = sum(found.values())
+    if total > study.instance_count or extra_series:
+        # Apply compares instance by instance and sends only what is missing.
+        return (
+            "migrate",
+            "more_at_destination",
+            f"{total} instances at the destination, {study.instance_count} at the source",
+        )
+    return (
+        "migrate",
+        "incomplete_at_destination",
+        f"{total} of {study.instance_count} instances already at the destination",
+    )
+
+
+def build_action(study: StudyRecord, holdings: Holdings | None) -> StudyAction:
+    action, reason, detail = decide(study, holdings)
+    return StudyAction(
+        study_uid=study.study_uid,
+        action=action,
+        reason=reason,
+        detail=detail,
+        patient_id=study.patient_id,
+        patient_name=study.patient_name,
+        birth_date=study.birth_date,
+        sex=study.sex,
+        study_date=study.study_date,
+        accession=study.accession,
+        description=study.description,
+        modalities=tuple(sorted(set(study.modalities) | {s.modality for s in study.series if s.modality})),
+        series=tuple(
+            ExpectedSeries(
+                series_uid=s.series_uid,
+                modality=s.modality,
+                number=s.series_number,
+                description=s.description,
+                instances=s.instance_count,
+            )
+            for s in sorted(study.series, key=lambda s: s.series_uid)
+        ),
+        found_at_destination=holdings.instance_count if holdings else 0,
+    )
+
+
+def build_plan(
+    spec: Spec,
+    studies: Sequence[StudyRecord],
+    holdings: Mapping[str, Holdings],
+    *,
+    created_at: str,
+) -> Plan:
+    actions = [build_action(s, holdings.get(s.study_uid)) for s in studies]
+    # Deterministic order: holds first (a person must look at them), then by study date, UID.
+    order = {"hold": 0, "migrate": 1, "skip": 2}
+    actions.sort(key=lambda a: (order[a.action], a.study_date, a.study_uid))
+    return Plan(header=header_for(spec, created_at), actions=tuple(actions))

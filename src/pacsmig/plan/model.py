@@ -1,0 +1,133 @@
+"""Plan values. The plan is data; apply, show and report are code that walks it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Action = Literal["migrate", "skip", "hold"]
+ACTIONS: tuple[Action, ...] = ("hold", "migrate", "skip")
+
+# Stable reason codes. They explain an action; apply never branches on them.
+REASONS: dict[str, str] = {
+    "not_at_destination": "not at the destination yet",
+    "incomplete_at_destination": "partly at the destination; the rest will be sent",
+    "already_complete": "already complete at the destination",
+    "empty_study": "the source reports no instances",
+    "patient_id_conflict": "the same Study Instance UID is filed under more than one Patient ID",
+    "more_at_destination": "the destination holds more instances than the source",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpectedSeries:
+    series_uid: str
+    modality: str = ""
+    number: str = ""
+    description: str = ""
+    instances: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Correction:
+    """One attribute that apply will change: DICOM keyword, value before and after."""
+
+    keyword: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StudyAction:
+    study_uid: str
+    action: Action
+    reason: str
+    patient_id: str = ""
+    patient_name: str = ""
+    birth_date: str = ""
+    sex: str = ""
+    study_date: str = ""
+    accession: str = ""
+    description: str = ""
+    modalities: tuple[str, ...] = ()
+    series: tuple[ExpectedSeries, ...] = ()
+    found_at_destination: int = 0
+    detail: str = ""
+    corrections: tuple[Correction, ...] = ()
+    match: dict[str, Any] | None = None
+
+    @property
+    def instance_count(self) -> int:
+        return sum(s.instances for s in self.series)
+
+    @property
+    def series_count(self) -> int:
+        return len(self.series)
+
+    def expected_value(self, keyword: str, original: str) -> str:
+        for c in self.corrections:
+            if c.keyword == keyword:
+                return c.after
+        return original
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    ae_title: str
+    host: str
+    port: int
+    kind: str = "dimse"
+    retrieve: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanHeader:
+    name: str
+    pacsmig_version: str
+    spec_digest: str
+    created_at: str
+    source: Endpoint
+    destination: Endpoint
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    header: PlanHeader
+    actions: tuple[StudyAction, ...]
+
+    def by_action(self, action: Action) -> list[StudyAction]:
+        return [a for a in self.actions if a.action == action]
+
+    def study(self, study_uid: str) -> StudyAction | None:
+        for a in self.actions:
+            if a.study_uid == study_uid:
+                return a
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanSummary:
+    studies: dict[str, int]
+    instances: dict[str, int]
+    reasons: dict[tuple[str, str], int]  # (action, reason) -> studies
+    reason_instances: dict[tuple[str, str], int]
+
+
+def summarize(plan: Plan) -> PlanSummary:
+    studies: Counter[str] = Counter()
+    instances: Counter[str] = Counter()
+    reasons: Counter[tuple[str, str]] = Counter()
+    reason_instances: Counter[tuple[str, str]] = Counter()
+    for a in plan.actions:
+        studies[a.action] += 1
+        instances[a.action] += a.instance_count
+        reasons[(a.action, a.reason)] += 1
+        reason_instances[(a.action, a.reason)] += a.instance_count
+    return PlanSummary(
+        studies={k: studies.get(k, 0) for k in ACTIONS},
+        instances={k: instances.get(k, 0) for k in ACTIONS},
+        reasons=dict(sorted(reasons.items())),
+        reason_instances=dict(reason_instances),
+    )

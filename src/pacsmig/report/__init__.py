@@ -1,0 +1,1 @@
+"""Reports: plain-dict context from plan and journal, rendered by Jinja2."""

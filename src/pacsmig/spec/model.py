@@ -1,0 +1,64 @@
+"""Frozen values for a validated spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalAE:
+    ae_title: str
+    port: int | None = None
+    bind: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """A remote DICOM application entity."""
+
+    ae_title: str
+    host: str
+    port: int
+    timeout: float = DEFAULT_TIMEOUT
+    max_pdu: int = 0
+
+    def describe(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DimseSource(Endpoint):
+    kind: Literal["dimse"] = "dimse"
+    retrieve: Literal["c-get", "c-move"] = "c-get"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Select:
+    date_from: str | None = None  # YYYYMMDD
+    date_to: str | None = None
+    modalities: tuple[str, ...] = ()
+
+    def date_range(self) -> str:
+        """DICOM DA range matching value, '' for no restriction (PS3.4 C.2.2.2.5)."""
+        if not self.date_from and not self.date_to:
+            return ""
+        return f"{self.date_from or ''}-{self.date_to or ''}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spec:
+    version: int
+    name: str
+    local: LocalAE
+    source: DimseSource
+    destination: Endpoint
+    select: Select = field(default_factory=Select)
+    journal: Path | None = None
+    # The validated document as plain data: it is embedded in the plan so a saved plan
+    # carries its inputs.
+    document: dict[str, Any] = field(default_factory=dict, compare=False)
+    base_dir: Path = field(default=Path("."), compare=False)

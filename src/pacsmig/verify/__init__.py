@@ -1,0 +1,1 @@
+"""Verification: is what the plan promised at the destination?"""

@@ -1,0 +1,172 @@
+"""Counts at study and series level, instance level where they differ (C-FIND at the destination)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pacsmig.dicomnet.find import FindSession, open_find
+from pacsmig.inventory.dimse import peer_of
+from pacsmig.journal.store import MISSING, Journal
+from pacsmig.plan.codec import fingerprint
+from pacsmig.plan.model import Plan, StudyAction
+from pacsmig.spec.load import spec_from_mapping
+
+VERIFIED, MISSING_STATUS, NOT_FOUND = "verified", "missing", "not_found"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeriesCheck:
+    series_uid: str
+    expected: int
+    found: int
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StudyCheck:
+    study_uid: str
+    status: str  # verified | missing | not_found
+    expected_instances: int
+    found_instances: int
+    series: tuple[SeriesCheck, ...] = ()
+    extra_instances: int = 0
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == VERIFIED
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(uid for s in self.series for uid in s.missing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyResult:
+    run_id: int
+    checks: tuple[StudyCheck, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def missing_instances(self) -> int:
+        return sum(len(c.missing) for c in self.checks)
+
+
+Progress = Callable[[int, int], None]
+
+
+def planned_for_destination(plan: Plan) -> list[StudyAction]:
+    """Studies the plan promises at the destination: migrated, or already complete there."""
+    return [
+        a
+        for a in plan.actions
+        if a.action == "migrate" or (a.action == "skip" and a.reason == "already_complete")
+    ]
+
+
+class _SourceLookup:
+    """Opens the source only when a missing instance must be named and the journal can't."""
+
+    def __init__(self, plan: Plan) -> None:
+        spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
+        self._calling = spec.local.ae_title
+        self._peer = peer_of(spec.source, "source")
+        self._stack = contextlib.ExitStack()
+        self._finder: FindSession | None = None
+
+    def instances(self, study_uid: str, series_uid: str) -> set[str]:
+        if self._finder is None:
+            self._finder = self._stack.enter_context(open_find(self._calling, self._peer))
+        return {i.sop_uid for i in self._finder.instances(study_uid, series_uid)}
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def check_study(
+    action: StudyAction, dest: FindSession, known: dict[str, set[str]], source: _SourceLookup
+) -> StudyCheck:
+    found = {s.series_uid: s.instance_count for s in dest.series(action.study_uid)}
+    expected_series = {s.series_uid: s.instances for s in action.series}
+    series_checks: list[SeriesCheck] = []
+    for series_uid, expected in sorted(expected_series.items()):
+        got = found.get(series_uid, 0)
+        missing: tuple[str, ...] = ()
+        if got < expected or (got != expected and series_uid in known):
+            have = (
+                {i.sop_uid for i in dest.instances(action.study_uid, series_uid)} if got else set()
+            )
+            wanted = known.get(series_uid) or source.instances(action.study_uid, series_uid)
+            missing = tuple(sorted(wanted - have))
+        series_checks.append(
+            SeriesCheck(series_uid=series_uid, expected=expected, found=got, missing=missing)
+        )
+    extra = sum(n for uid, n in found.items() if uid not in expected_series) + sum(
+        max(0, found.get(uid, 0) - n) for uid, n in expected_series.items()
+    )
+    total_found = sum(found.values())
+    any_missing = any(s.missing or s.found < s.expected for s in series_checks)
+    if not found:
+        status = NOT_FOUND
+    elif any_missing:
+        status = MISSING_STATUS
+    else:
+        status = VERIFIED
+    note = f"{extra} instances at the destination not in the plan" if extra else ""
+    return StudyCheck(
+        study_uid=action.study_uid,
+        status=status,
+        expected_instances=action.instance_count,
+        found_instances=total_found,
+        series=tuple(series_checks),
+        extra_instances=extra,
+        note=note,
+    )
+
+
+def verify_plan(plan: Plan, journal: Journal, progress: Progress | None = None) -> VerifyResult:
+    spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
+    dest_peer = peer_of(spec.destination, "destination")
+    todo = planned_for_destination(plan)
+    run_id = journal.start_run("verify", fingerprint(plan), None)
+    checks: list[StudyCheck] = []
+    source = _SourceLookup(plan)
+    outcome = "failed"
+    try:
+        with open_find(spec.local.ae_title, dest_peer) as dest:
+            for n, action in enumerate(todo, 1):
+                known: dict[str, set[str]] = {}
+                for row in journal.instances(action.study_uid):
+                    known.setdefault(row.series_uid, set()).add(row.sop_uid)
+                check = check_study(action, dest, known, source)
+                checks.append(check)
+                journal.record_verification(
+                    run_id,
+                    action.study_uid,
+                    check.status,
+                    check.expected_instances,
+                    check.found_instances,
+                    _detail(check),
+                )
+                if check.missing:
+                    journal.set_instances(run_id, check.missing, MISSING, "not_at_destination")
+                if progress:
+                    progress(n, len(todo))
+        result = VerifyResult(run_id=run_id, checks=tuple(checks))
+        outcome = "ok" if result.ok else "mismatch"
+        return result
+    finally:
+        source.close()
+        journal.finish_run(run_id, outcome)
+
+
+def _detail(check: StudyCheck) -> dict[str, Any]:
+    d = asdict(check)
+    d.pop("study_uid")
+    return d
