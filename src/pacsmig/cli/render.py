@@ -83,7 +83,9 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
     table.add_column("series", justify="right")
     table.add_column("instances", justify="right")
     table.add_column("at dest.", justify="right")
-    table.add_column("study UID", overflow="fold")
+    # A reviewer copies UIDs from here: never fold or crop them.
+    uid_width = max((len(a.study_uid) for a in plan.actions), default=9)
+    table.add_column("study UID", no_wrap=True, min_width=uid_width)
     style = {"hold": "yellow", "migrate": "", "skip": "dim"}
     for a in plan.actions:
         table.add_row(

@@ -8,15 +8,78 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from typing import Any
 
 from pynetdicom import _config
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket
 
+log = logging.getLogger(__name__)
+
 _applied = False
 _original_socket_init = AssociationSocket.__init__
 _original_serve_request = Association._serve_request
+_original_assoc_init = Association.__init__
+
+
+class ReactorCheckpoint:
+    """A drop-in for the reactor's threading.Event that knows when the reactor has *passed* it.
+
+    pynetdicom's send_*() methods clear the checkpoint, then spin until `_is_paused` is true.
+    The reactor sets `_is_paused = True`, waits on the checkpoint, and only then sets it false:
+    for a moment after wait() returns it reads as paused while it is about to call
+    dimse.get_msg() and take the caller's response (pydicom/pynetdicom#875). This checkpoint
+    records, under its lock, that wait() returned; `_is_paused` then reads false until the
+    reactor next declares itself paused, so the caller keeps spinning instead of racing.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._flag = True
+        self.passed = False
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            result = self._cond.wait_for(lambda: self._flag, timeout)
+            if result:
+                self.passed = True
+            return bool(result)
+
+
+def _get_paused(self: Association) -> bool:
+    raw = bool(self.__dict__.get("_pacsmig_paused", False))
+    checkpoint = self.__dict__.get("_reactor_checkpoint")
+    if isinstance(checkpoint, ReactorCheckpoint) and checkpoint.passed:
+        return False
+    return raw
+
+
+def _set_paused(self: Association, value: bool) -> None:
+    checkpoint = self.__dict__.get("_reactor_checkpoint")
+    if value and isinstance(checkpoint, ReactorCheckpoint):
+        with checkpoint._cond:
+            checkpoint.passed = False
+            self.__dict__["_pacsmig_paused"] = True
+        return
+    self.__dict__["_pacsmig_paused"] = bool(value)
+
+
+def _assoc_init(self: Association, *args: Any, **kwargs: Any) -> None:
+    _original_assoc_init(self, *args, **kwargs)
+    self._reactor_checkpoint = ReactorCheckpoint()  # type: ignore[assignment]
 
 
 def _socket_init(self: AssociationSocket, *args: Any, **kwargs: Any) -> None:
@@ -38,8 +101,16 @@ def _serve_request(self: Association, msg: Any, context_id: int) -> None:
     # pynetdicom's reactor can take a response meant for a send_*() caller that is about to
     # block on the queue (pydicom/pynetdicom#875) and drop it as "unexpected": the caller
     # then stalls for the full DIMSE timeout and aborts. Hand such a response back.
+    # Belt and braces behind ReactorCheckpoint: should a response still reach the reactor,
+    # return it to the *front* of the queue, where it was, so pending C-FIND answers keep
+    # their order (re-queued at the back, the final status could overtake one and drop it).
     if msg is not None and msg.is_valid_response and not msg.is_valid_request:
-        self.dimse.msg_queue.put((context_id, msg))
+        queue = self.dimse.msg_queue
+        with queue.mutex:
+            queue.queue.appendleft((context_id, msg))
+            queue.unfinished_tasks += 1
+            queue.not_empty.notify()
+        log.debug("returned a %s response taken by the reactor", msg.msg_type)
         return
     _original_serve_request(self, msg, context_id)
 
@@ -50,6 +121,8 @@ def apply() -> None:
         return
     AssociationSocket.__init__ = _socket_init  # type: ignore[method-assign]
     Association._serve_request = _serve_request  # type: ignore[method-assign]
+    Association.__init__ = _assoc_init  # type: ignore[method-assign]
+    Association._is_paused = property(_get_paused, _set_paused)  # type: ignore[assignment,method-assign]
     # Identifiers of C-FIND/C-GET/C-MOVE hold patient names and IDs: never log them.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -64,4 +137,7 @@ def remove() -> None:
     global _applied
     AssociationSocket.__init__ = _original_socket_init  # type: ignore[method-assign]
     Association._serve_request = _original_serve_request  # type: ignore[method-assign]
+    Association.__init__ = _original_assoc_init  # type: ignore[method-assign]
+    if isinstance(Association.__dict__.get("_is_paused"), property):
+        del Association._is_paused
     _applied = False

@@ -31,7 +31,8 @@ UNCOMPRESSED_ALL = frozenset(
 # Transfer syntaxes offered, each in its own context, when receiving a study whose stored
 # syntaxes are unknown: the sender then finds the one it holds and need not transcode.
 RECEIVE_SYNTAX_GROUPS: tuple[tuple[str, ...], ...] = (
-    (ExplicitVRLittleEndian, ImplicitVRLittleEndian),
+    (ExplicitVRLittleEndian,),
+    (ImplicitVRLittleEndian,),
     (JPEGBaseline8Bit,),
     (JPEGExtended12Bit,),
     (JPEGLosslessSV1,),
@@ -86,8 +87,6 @@ def send_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]
     for sop_class, ts in sorted(set(pairs)):
         if sop_class not in classes:
             classes.append(sop_class)
-        if UID(ts) in UNCOMPRESSED:
-            continue
         key = (sop_class, (ts,))
         if key not in seen:
             seen.add(key)

@@ -58,6 +58,13 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+def _belongs(ds: Dataset, *, study_uid: str, series_uid: str = "") -> bool:
+    """An answer names the study (and series) asked about, or leaves it out: else it is stray."""
+    got_study = _text(ds, "StudyInstanceUID")
+    got_series = _text(ds, "SeriesInstanceUID") if series_uid else ""
+    return got_study in ("", study_uid) and (not series_uid or got_series in ("", series_uid))
+
+
 class FindSession:
     """One association for many C-FIND requests."""
 
@@ -130,15 +137,18 @@ class FindSession:
         keys: dict[str, Any] = {k: "" for k in SERIES_KEYS}
         keys["StudyInstanceUID"] = study_uid
         keys["SeriesInstanceUID"] = ""
+        # Drain the responses before any follow-up query: DIMSE allows one outstanding
+        # operation per association, and interleaving them mixes the answers.
+        rows = [ds for ds in self.query("SERIES", keys) if _belongs(ds, study_uid=study_uid)]
         out: dict[str, SeriesRecord] = {}
-        for ds in self.query("SERIES", keys):
+        for ds in rows:
             uid = _text(ds, "SeriesInstanceUID")
             if not uid:
                 continue
             count = _int(ds, "NumberOfSeriesRelatedInstances")
             if count is None:
                 # Not every SCP supports the optional count keys (dcmqrscp does not): count.
-                count = sum(1 for _ in self.instance_uids(study_uid, uid))
+                count = len(self.instances(study_uid, uid))
             out[uid] = SeriesRecord(
                 series_uid=uid,
                 modality=_text(ds, "Modality"),
@@ -148,10 +158,6 @@ class FindSession:
             )
         return sorted(out.values(), key=lambda s: s.series_uid)
 
-    def instance_uids(self, study_uid: str, series_uid: str) -> Iterator[str]:
-        for rec in self.instances(study_uid, series_uid):
-            yield rec.sop_uid
-
     def instances(self, study_uid: str, series_uid: str) -> list[InstanceRecord]:
         keys: dict[str, Any] = {k: "" for k in IMAGE_KEYS}
         keys["StudyInstanceUID"] = study_uid
@@ -159,6 +165,8 @@ class FindSession:
         keys["SOPInstanceUID"] = ""
         out: dict[str, InstanceRecord] = {}
         for ds in self.query("IMAGE", keys):
+            if not _belongs(ds, study_uid=study_uid, series_uid=series_uid):
+                continue
             uid = _text(ds, "SOPInstanceUID")
             if uid:
                 out[uid] = InstanceRecord(
@@ -178,7 +186,8 @@ class FindSession:
 
     def series_uids(self, study_uid: str) -> list[str]:
         keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": ""}
-        return sorted({_text(ds, "SeriesInstanceUID") for ds in self.query("SERIES", keys)} - {""})
+        rows = [ds for ds in self.query("SERIES", keys) if _belongs(ds, study_uid=study_uid)]
+        return sorted({_text(ds, "SeriesInstanceUID") for ds in rows} - {""})
 
 
 @contextlib.contextmanager

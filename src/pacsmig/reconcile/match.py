@@ -17,6 +17,26 @@ Order of precedence, each step working only on what the previous ones left open:
    study may be the one that is wrong about them, and reserving them would turn another
    study's unique, correct fit into a spurious "no order".
 
+The rules (an empty value never matches anything):
+
+* ``accession``: equal accession (``id_key``: case and blanks ignored). An accession shared by
+  more than ``MAX_ORDERS_PER_ACCESSION`` orders is a placeholder and ignored. When one
+  accession carries several orders (a multi-procedure booking) and exactly one of them fits
+  the study's modality, that one is the candidate; otherwise all are.
+* ``patient-date-modality``: equal patient ID, study and order date at most
+  ``date_window_days`` apart, and a compatible modality.
+* ``demographics``: equal birth date, dates within the window, compatible modality, and name
+  similarity (``name_similarity``) at least ``min_similarity``.
+
+A modality is *compatible* when the order's is among the study's series modalities, or when
+either side states none (an order without a DICOM modality, e.g. OBR-24 'RAD', or a study with
+no series information): a missing value is no evidence against the pair, and the other keys
+still have to agree. The first two rules also drop a candidate whose identity *contradicts*
+the study: of patient ID (accession rule only), birth date and name, at least one is present on
+both sides and none of those agrees (names agree from ``GUARD_NAME_SIMILARITY``). A study left
+with no candidate only because of that is held as ``identity_conflict`` unless a later rule
+matches it.
+
 Everything is computed column-wise: studies and orders become integer-coded NumPy/pandas
 columns once, rules are hash joins on integer keys, and candidate counts are bincounts. The
 only per-study Python is reading the input objects and building the result objects; name
@@ -27,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, cast, get_args
 
 import numpy as np
@@ -76,6 +96,9 @@ REASONS: Final[dict[str, str]] = {
 # relative's order (same family name, short given names such as JOHN/JEAN score 0.85) is
 # exactly what a mistyped accession lands on.
 GUARD_NAME_SIMILARITY: Final = 0.92
+# Below this two names are clearly different people's (half of random pairs score < 0.37,
+# nine in ten < 0.5), not a typo or a name change (SMITH^JANE -> JONES^JANE scores 0.6).
+GUARD_NAME_DIFFERENT: Final = 0.5
 # An accession shared by more orders than this is a placeholder ('0', 'UNKNOWN'), not an
 # identifier: it is ignored rather than joined, which would also explode the pair count.
 MAX_ORDERS_PER_ACCESSION: Final = 20
@@ -155,7 +178,7 @@ class MatchResult:
     # person's decision has no score) and for everything that is not a match.
     score: float | None = None
     reason: str = ""
-    candidates: tuple[str, ...] = field(default=())  # order ids, sorted
+    candidates: tuple[str, ...] = ()  # order ids, sorted
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,14 +232,16 @@ def _similarity(a: list[_NameForms], b: list[_NameForms]) -> FloatArray:
     def cols(forms: list[_NameForms], i: int) -> list[str]:
         return [f[i] for f in forms]
 
-    full_a, core_a = cols(a, 0), cols(a, 2)
+    full_a, full_b, core_a, core_b = cols(a, 0), cols(b, 0), cols(a, 2), cols(b, 2)
     kw: dict[str, Any] = {"processor": None, "workers": -1}
+    # Swapping on either side keeps the score symmetric when middle names trail.
     variants = (
-        (fuzz.ratio, full_a, cols(b, 0)),
+        (fuzz.ratio, full_a, full_b),
         (fuzz.ratio, full_a, cols(b, 1)),
-        (fuzz.ratio, core_a, cols(b, 2)),
+        (fuzz.ratio, cols(a, 1), full_b),
+        (fuzz.ratio, core_a, core_b),
         (fuzz.ratio, core_a, cols(b, 3)),
-        (fuzz.token_sort_ratio, full_a, cols(b, 0)),
+        (fuzz.token_sort_ratio, full_a, full_b),
     )
     best = np.zeros(len(a), dtype=np.float64)
     for scorer, left, right in variants:
@@ -268,11 +293,12 @@ def _shared_codes(
     codes, uniques = pd.factorize(np.array(a + b, dtype=object))
     keys = np.array([key(u) for u in uniques], dtype=object)
     key_codes, key_uniques = pd.factorize(keys)
-    key_codes = key_codes.astype(np.int64)
+    # A trailing -1 makes the -1 pandas gives None/NaN index to "no value" instead of wrapping.
+    key_codes = np.append(key_codes.astype(np.int64), -1)
     empty = np.flatnonzero(key_uniques == "")
     if empty.size:
         key_codes[key_codes == empty[0]] = -1
-    full = key_codes[codes] if codes.size else np.zeros(0, dtype=np.int64)
+    full = key_codes[codes]
     return full[: len(a)], full[len(a) :]
 
 
@@ -287,8 +313,8 @@ def _day(value: str) -> int:
 
 def _days(a: list[str], b: list[str]) -> tuple[IntArray, IntArray]:
     codes, uniques = pd.factorize(np.array(a + b, dtype=object))
-    values = np.array([_day(u) for u in uniques], dtype=np.int64)
-    full = values[codes] if codes.size else np.zeros(0, dtype=np.int64)
+    values = np.array([*(_day(u) for u in uniques), -1], dtype=np.int64)
+    full = values[codes]
     return full[: len(a)], full[len(a) :]
 
 
@@ -396,24 +422,27 @@ class _Columns:
         return _similarity([sf[i] for i in s.tolist()], [of[j] for j in o.tolist()])
 
     def contradicted(self, s: IntArray, o: IntArray, *, use_pid: bool) -> BoolArray:
-        """Identity evidence is available on both sides and none of it agrees.
+        """The pair's identity evidence says "another patient".
 
-        Patient ID (unless it is what the rule joined on), birth date and name each count
-        only when both sides have one; a pair with no comparable evidence is not
-        contradicted, so the rule's own key decides.
+        Patient ID (unless it is what the rule joined on), birth date and name each count only
+        when both sides have one. Contradicted: some evidence and none of it agrees, or two
+        pieces that clearly disagree (a different ID and a clearly different name outvote a
+        shared birth date, which one patient in ~30,000 has by chance). A pair with no
+        comparable evidence is not contradicted, so the rule's own key decides.
         """
         evidence = np.zeros(s.size, dtype=bool)
         agree = np.zeros(s.size, dtype=bool)
+        against = np.zeros(s.size, dtype=np.int8)
+        pairs = [(self.s_dob[s], self.o_dob[o])]
         if use_pid:
-            sp, op = self.s_pid[s], self.o_pid[o]
-            both = (sp >= 0) & (op >= 0)
+            pairs.append((self.s_pid[s], self.o_pid[o]))
+        for sv, ov in pairs:
+            both = (sv >= 0) & (ov >= 0)
             evidence |= both
-            agree |= both & (sp == op)
-        sd, od = self.s_dob[s], self.o_dob[o]
-        both = (sd >= 0) & (od >= 0)
-        evidence |= both
-        agree |= both & (sd == od)
-        todo = np.flatnonzero(~agree)
+            agree |= both & (sv == ov)
+            against += both & (sv != ov)
+        # The name can only change the verdict where nothing agrees yet or one piece disagrees.
+        todo = np.flatnonzero(~agree | (against > 0))
         if todo.size:
             ts, to = s[todo], o[todo]
             self.s_names.ensure(ts)
@@ -421,9 +450,11 @@ class _Columns:
             named = self.s_names.present[ts] & self.o_names.present[to]
             evidence[todo] |= named
             if named.any():
+                where = todo[named]
                 scores = self.name_scores(ts[named], to[named])
-                agree[todo[named]] = scores >= GUARD_NAME_SIMILARITY
-        return evidence & ~agree
+                agree[where] |= scores >= GUARD_NAME_SIMILARITY
+                against[where] += scores < GUARD_NAME_DIFFERENT
+        return (evidence & ~agree) | (against >= 2)
 
 
 def _window_pairs(

@@ -29,6 +29,7 @@ _DATE_FORMATS: Final = (
 )
 
 _SEX: Final = {
+    "": "",
     "M": "M",
     "MALE": "M",
     "F": "F",
@@ -83,12 +84,18 @@ DICOM_MODALITIES: Final = frozenset({
     "US", "VA", "VF", "XA", "XC",
 })
 # fmt: on
-# RIS procedure codes that name a modality in words, and the radiography codes archives and
-# RISs use interchangeably for one kind of exam (a 'CR' order is routinely acquired as 'DX').
+# RIS spellings of a modality (words, and HL7 table 0074 diagnostic service sections that
+# OBR-24 carries), and the radiography codes archives and RISs use interchangeably for one
+# kind of exam (a 'CR' order is routinely acquired as 'DX').
 _MODALITY_ALIASES: Final = {
     "MRI": "MR",
+    "NMR": "MR",
+    "NMS": "NM",
     "PET": "PT",
     "MAMMO": "MG",
+    "VUS": "US",
+    "CUS": "US",
+    "RX": "DX",
     "XR": "DX",
     "CR": "DX",
     "DR": "DX",

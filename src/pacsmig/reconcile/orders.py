@@ -333,7 +333,9 @@ def _first(*values: str) -> str:
     return next((v for v in values if v), "")
 
 
-def _message_orders(msg: hl7.Message, first_line: int, name: str) -> list[Order]:
+def _message_orders(msg: hl7.Message, first_line: int, name: str) -> list[tuple[Order, bool]]:
+    """The orders in one message, each with whether its accession is only the filler number."""
+
     def bad(what: str) -> InputError:
         return InputError(f"{name} line {first_line}: {what}")
 
@@ -382,7 +384,7 @@ def _message_orders(msg: hl7.Message, first_line: int, name: str) -> list[Order]
     except ValueError as exc:
         raise bad(f"PID-7: {exc}") from None
 
-    orders = []
+    orders: list[tuple[Order, bool]] = []
     for g in groups:
         orc, obr, ipc = g.orc, g.obr, g.ipc
 
@@ -399,12 +401,13 @@ def _message_orders(msg: hl7.Message, first_line: int, name: str) -> list[Order]
             )
         except ValueError as exc:
             raise bad(f"OBR-7/OBR-36/OBR-27/ORC-7: {exc}") from None
+        # IHE SWF: OBR-18 in v2.3 feeds, IPC-1 in OMI; else the filler number is what the
+        # RIS hands the modality as accession.
+        accession = _first(val(obr, 18), val(ipc, 1))
         raw = {
             **patient,
             "order_id": _first(val(orc, 2), val(obr, 2), filler),
-            # IHE SWF: OBR-18 in v2.3 feeds, IPC-1 in OMI; else the filler number is what
-            # the RIS hands the modality as accession.
-            "accession": _first(val(obr, 18), val(ipc, 1), filler),
+            "accession": accession or filler,
             "birth_date": birth_date,
             "study_date": study_date,
             "modality": _first(val(obr, 24), val(ipc, 5)),
@@ -414,16 +417,20 @@ def _message_orders(msg: hl7.Message, first_line: int, name: str) -> list[Order]
             order = _make_order(raw, first_line)
         except _FieldError as exc:
             raise bad(f"{labels.get(exc.field, exc.field)}: {exc.problem}") from None
-        orders.append(order)
+        orders.append((order, not accession))
     return orders
 
 
-def _merge(old: Order, new: Order) -> Order:
-    """A later message about the same order: its non-empty values are the current ones."""
-    return replace(
-        old,
-        **{f: getattr(new, f) for f in ORDER_FIELDS if getattr(new, f) and f != "order_id"},
-    )
+def _merge(old: Order, new: Order, *, weak_accession: bool) -> Order:
+    """A later message about the same order: its non-empty values are the current ones.
+
+    Except an accession that is only the filler-number fallback: a status update without
+    OBR-18 must not overwrite the accession an earlier message stated.
+    """
+    changed = {f: getattr(new, f) for f in ORDER_FIELDS if getattr(new, f) and f != "order_id"}
+    if weak_accession and old.accession:
+        changed.pop("accession", None)
+    return replace(old, **changed)
 
 
 def read_orders_hl7(path: str | Path, *, encoding: str = "utf-8") -> list[Order]:
@@ -450,9 +457,10 @@ def read_orders_hl7(path: str | Path, *, encoding: str = "utf-8") -> list[Order]
             msg = hl7.parse("\r".join(raw.segments))
         except Exception:  # python-hl7 raises whatever its splitting trips over
             raise InputError(f"{path.name} line {raw.line}: malformed HL7 message") from None
-        for order in _message_orders(msg, raw.line, path.name):
+        for order, weak_accession in _message_orders(msg, raw.line, path.name):
             key = id_key(order.order_id)
-            by_id[key] = _merge(by_id[key], order) if key in by_id else order
+            old = by_id.get(key)
+            by_id[key] = order if old is None else _merge(old, order, weak_accession=weak_accession)
     return list(by_id.values())
 
 

@@ -27,9 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -42,21 +40,31 @@ from pydicom.errors import InvalidDicomError
 __all__ = [
     "LOOPBACK",
     "DcmqrscpServer",
+    "ManagedProcess",
     "OrthancServer",
     "RestError",
     "StoreSCPServer",
     "dcmtk_findscu",
+    "dcmtk_getscu",
+    "dcmtk_movescu",
+    "dcmtk_storescu",
     "dcmtk_tool",
     "free_port",
     "orthanc_binary",
+    "port_accepts",
+    "port_accepts_echo",
+    "run_dcmtk",
+    "stop_servers",
     "wait_for_port",
 ]
 
+# Servers listen, and are reached, on loopback only: the tests run offline
+# and must not expose an unauthenticated PACS to the network.
 LOOPBACK = "127.0.0.1"
 
-# Servers must never talk to anything but this machine; the tests run offline.
 _STARTUP_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
+_CHILD_DRAIN_TIMEOUT = 2.5
 _LOG_TAIL_BYTES = 4000
 
 
@@ -144,6 +152,62 @@ def dcmtk_tool(name: str) -> str:
     raise FileNotFoundError(f"DCMTK tool {name!r} not found (set PACSMIG_DCMTK_BIN)")
 
 
+def _process_listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds a listening TCP socket on ``port``.
+
+    Linux-only (/proc); returns None when that cannot be determined.
+    """
+    inodes: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            table_path = Path(table)
+            if not table_path.exists():
+                continue
+            for line in table_path.read_text().splitlines()[1:]:
+                fields = line.split()
+                # fields: sl local_address rem_address st ... inode (index 9);
+                # state 0A is TCP_LISTEN.
+                if (
+                    len(fields) > 9
+                    and fields[3] == "0A"
+                    and int(fields[1].rsplit(":", 1)[1], 16) == port
+                ):
+                    inodes.add(fields[9])
+        fd_dir = Path(f"/proc/{pid}/fd")
+        if not fd_dir.is_dir():
+            return None
+        for fd in fd_dir.iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    except (OSError, ValueError):
+        return None
+    return False
+
+
+def _process_group_members(pgid: int) -> set[int]:
+    """PIDs whose process group is ``pgid`` (Linux /proc; empty elsewhere)."""
+    members: set[int] = set()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return members
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may contain spaces and ")".
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid):
+            members.add(int(entry.name))
+    return members
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     # DCMTK and Orthanc read TCP_NODELAY; without it small DIMSE PDUs sit in
@@ -171,20 +235,41 @@ def _check_aet(aet: str) -> str:
     return aet
 
 
+def _check_host(host: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.\-:]{1,253}", host):
+        raise ValueError(f"unsupported host {host!r}")
+    return host
+
+
 # --------------------------------------------------------------------------- #
 # process lifecycle shared by all servers
 # --------------------------------------------------------------------------- #
 
-_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+# Strong references on purpose: a server whose owner dropped it without
+# stopping must still be reachable by the atexit hook.
+_LIVE: set[ManagedProcess] = set()
 _LIVE_LOCK = threading.Lock()
+
+
+def stop_servers(*servers: ManagedProcess, timeout: float = _STOP_TIMEOUT) -> None:
+    """Stop several servers concurrently (SIGTERM to all first, then wait)."""
+    drain_deadline = time.monotonic() + _CHILD_DRAIN_TIMEOUT
+    for server in servers:
+        server._signal_children()
+    for server in servers:
+        server._await_children(drain_deadline)
+    for server in servers:
+        server._terminate()
+    deadline = time.monotonic() + timeout
+    for server in servers:
+        server._finish_stop(max(0.0, deadline - time.monotonic()))
 
 
 def _stop_all_at_exit() -> None:
     with _LIVE_LOCK:
         servers = list(_LIVE)
-    for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop(timeout=3.0)
+    with contextlib.suppress(Exception):
+        stop_servers(*servers, timeout=5.0)
 
 
 atexit.register(_stop_all_at_exit)
@@ -222,7 +307,7 @@ class ManagedProcess:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._exit_status() is None
 
     def start(self, timeout: float = _STARTUP_TIMEOUT) -> Self:
         """Start the server and block until it serves; raises RuntimeError if it cannot."""
@@ -261,25 +346,44 @@ class ManagedProcess:
         )
 
     def _ensure_alive(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            code = None if self._proc is None else self._proc.returncode
-            raise self._fail(f"exited during startup (exit code {code})")
+        status = None if self._proc is None else self._exit_status()
+        if self._proc is None or status is not None:
+            raise self._fail(f"exited during startup (exit status {status})")
 
-    def _leader_exited(self) -> bool:
-        """True once the group leader has exited, *without* reaping it.
+    def _exit_status(self) -> int | None:
+        """Exit status of the group leader (negative: signal), None while it runs.
 
-        Leaving the zombie unreaped keeps its PID (== our process-group id)
-        reserved, so a later killpg() cannot hit an unrelated process that
-        happened to recycle the number.
+        Deliberately does *not* reap the process (no Popen.poll()): the
+        unreaped zombie keeps its PID, which is also our process-group id,
+        reserved, so stop() can still killpg() leftover children without any
+        risk of hitting an unrelated process that recycled the number.
         """
         assert self._proc is not None
         if self._proc.returncode is not None:
-            return True
+            return self._proc.returncode
         try:
             info = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
-            return True
-        return info is not None
+            return self._proc.poll()
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def _leader_exited(self) -> bool:
+        return self._exit_status() is not None
+
+    def _owns_port(self, port: int) -> bool:
+        """False if the listener on ``port`` is provably some other process.
+
+        free_port() can race with another program grabbing the port; then a
+        probe would be answered by the squatter and our server, unable to
+        bind, would exit a moment later.  Where /proc is unavailable the
+        answer is optimistic.
+        """
+        if self._proc is None:
+            return False
+        owned = _process_listens_on(self._proc.pid, port)
+        return owned is None or owned
 
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self._proc is not None
@@ -287,12 +391,46 @@ class ManagedProcess:
             os.killpg(self._proc.pid, sig)
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """Terminate the whole process group; SIGKILL after ``timeout`` s. Idempotent."""
+        """Terminate the whole process group; SIGKILL after ``timeout`` s. Idempotent.
+
+        Orthanc needs about 3.5 s to shut down gracefully; use
+        :func:`stop_servers` to stop several servers in parallel.
+        """
+        self._signal_children()
+        self._await_children(time.monotonic() + _CHILD_DRAIN_TIMEOUT)
+        self._terminate()
+        self._finish_stop(timeout)
+
+    def _children(self) -> set[int]:
+        if self._proc is None or self._proc.returncode is not None:
+            return set()
+        return _process_group_members(self._proc.pid) - {self._proc.pid}
+
+    def _signal_children(self) -> None:
+        """SIGTERM the leader's forked helpers, but not the leader yet.
+
+        dcmqrscp (and storescp --fork) reap their association handlers only
+        while they are alive (within ~1 s).  Killed together with the parent,
+        the handlers are orphaned to PID 1, and a minimal container init may
+        never reap them, leaving zombies in our process group.
+        """
+        for pid in self._children():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _await_children(self, deadline: float) -> None:
+        while self._children() and not self._leader_exited() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _terminate(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._signal_group(signal.SIGTERM)
+
+    def _finish_stop(self, timeout: float) -> None:
         proc = self._proc
         if proc is None:
             return
         if proc.returncode is None:
-            self._signal_group(signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while not self._leader_exited() and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -468,13 +606,14 @@ class OrthancServer(ManagedProcess):
             self._ensure_alive()
             try:
                 self.rest_get("/system", timeout=2.0)
-                break
+                if self._owns_port(self.http_port):
+                    break
             except (OSError, RestError):
                 pass
             if time.monotonic() > deadline:
                 raise self._fail(f"did not answer GET /system within {timeout:.0f} s")
             time.sleep(0.05)
-        while not port_accepts(self.dicom_port):
+        while not (port_accepts(self.dicom_port) and self._owns_port(self.dicom_port)):
             self._ensure_alive()
             if time.monotonic() > deadline:
                 raise self._fail(f"DICOM port {self.dicom_port} not accepting connections")
@@ -515,7 +654,8 @@ class OrthancServer(ManagedProcess):
         if not path.startswith("/"):
             path = "/" + path
         url = self.url + path
-        req = urllib.request.Request(url, data=body, method=method)
+        # S310: the scheme is always http, the host always loopback (self.url).
+        req = urllib.request.Request(url, data=body, method=method)  # noqa: S310
         if content_type:
             req.add_header("Content-Type", content_type)
         # Loopback only, so no proxy: an http_proxy in the environment must not
@@ -583,9 +723,7 @@ class OrthancServer(ManagedProcess):
         (HTTP 4xx, e.g. not parseable DICOM).  Server errors still raise.
         """
         data = (
-            path_or_bytes
-            if isinstance(path_or_bytes, bytes)
-            else Path(path_or_bytes).read_bytes()
+            path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
         )
         try:
             answer = self.rest_post("/instances", data)
@@ -711,6 +849,41 @@ class OrthancServer(ManagedProcess):
             self.rest_delete(f"/patients/{patient}")
 
 
+def _wait_dcmtk_ready(server: ManagedProcess, aet: str, port: int, timeout: float) -> None:
+    """Wait until a DCMTK SCP answers C-ECHO.
+
+    A bare TCP connect-and-close, as used for Orthanc, makes DCMTK log a
+    scary "DUL Finite State Machine Error" line; a real echo proves more and
+    keeps the server log clean.
+    """
+    deadline = time.monotonic() + timeout
+    echoscu = dcmtk_tool("echoscu")
+    while True:
+        server._ensure_alive()
+        if port_accepts_echo(echoscu, aet, port) and server._owns_port(port):
+            return
+        if time.monotonic() > deadline:
+            raise server._fail(f"did not answer C-ECHO on port {port} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def port_accepts_echo(echoscu: str, aet: str, port: int, host: str = LOOPBACK) -> bool:
+    """True if a DICOM C-ECHO to ``aet@host:port`` succeeds."""
+    try:
+        timeouts = ["-to", "2", "-ta", "2", "-td", "2"]
+        proc = subprocess.run(
+            [echoscu, "-aet", "PROBE", "-aec", aet, *timeouts, host, str(port)],
+            env=_child_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
 # --------------------------------------------------------------------------- #
 # DCMTK dcmqrscp
 # --------------------------------------------------------------------------- #
@@ -815,19 +988,24 @@ _UNCOMPRESSED_TS = (
     _uid.ImplicitVRLittleEndian,
     _uid.ExplicitVRBigEndian,
 )
-# The file is stored as received, so accept every encoding DCMTK can parse.
+# Files are stored exactly as received, so every encoding DCMTK can parse is
+# accepted.  Order matters: dcmqrscp accepts the first syntax of this list that
+# the peer proposes, and when it later sends an instance (C-GET, C-MOVE) it
+# uses the first accepted context of the SOP class *without transcoding
+# compressed data*.  Uncompressed first keeps retrieval of uncompressed
+# instances working whatever else a retrieving peer proposes.
 _ANY_TS = (
-    _uid.JPEG2000,
-    _uid.JPEG2000Lossless,
-    _uid.JPEGExtended12Bit,
+    *_UNCOMPRESSED_TS,
+    _uid.DeflatedExplicitVRLittleEndian,
     _uid.JPEGBaseline8Bit,
+    _uid.JPEGExtended12Bit,
     _uid.JPEGLosslessSV1,
     _uid.JPEGLossless,
-    _uid.JPEGLSNearLossless,
     _uid.JPEGLSLossless,
+    _uid.JPEGLSNearLossless,
+    _uid.JPEG2000Lossless,
+    _uid.JPEG2000,
     _uid.RLELossless,
-    _uid.DeflatedExplicitVRLittleEndian,
-    *_UNCOMPRESSED_TS,
 )
 
 
@@ -847,12 +1025,13 @@ def _dcmqrscp_association_profiles() -> str:
     lines.append(f"PresentationContext1 = {_VERIFICATION_SOP_CLASS}\\Uncompressed")
     for i, sop in enumerate(_DCMQR_STORAGE_CLASSES, 2):
         lines.append(f"PresentationContext{i} = {sop}\\AnyTransferSyntax")
-    # Outgoing (C-MOVE sub-associations): dcmqrscp sends files exactly as
-    # stored and picks the first accepted context for the SOP class, so one
-    # context per class listing every syntax lets the receiver choose.
+    # Outgoing (C-MOVE sub-associations): uncompressed only.  Offering
+    # compressed syntaxes lets a receiver such as storescp +xa pick, say,
+    # JPEG 2000 for the class, and then every uncompressed instance of that
+    # class fails because dcmqrscp cannot compress either.
     lines.append("[Outgoing]")
     for i, sop in enumerate(_DCMQR_STORAGE_CLASSES, 1):
-        lines.append(f"PresentationContext{i} = {sop}\\AnyTransferSyntax")
+        lines.append(f"PresentationContext{i} = {sop}\\Uncompressed")
 
     lines += ["", "[[SCPSCURoleSelection]]", "[BothRoles]"]
     for i, sop in enumerate(_DCMQR_STORAGE_CLASSES, 1):
@@ -878,10 +1057,19 @@ class DcmqrscpServer(ManagedProcess):
     caller may query, retrieve and store (``ANY`` in the AE table), so the
     loader AET used by :meth:`load` needs no entry.
 
-    dcmqrscp quirks worth knowing: it silently deletes the oldest studies once
-    ``max_studies`` (hard-capped at 500 by DCMTK) is exceeded, and it never
-    transcodes, so retrieving a compressed file only works if the receiver
-    accepts that compressed transfer syntax.
+    dcmqrscp quirks worth knowing:
+
+    * it silently deletes the oldest studies once ``max_studies`` (capped at
+      500 by DCMTK) is exceeded;
+    * it stores compressed instances fine but never decompresses them, so
+      C-MOVE/C-GET of a compressed instance fails unless the first accepted
+      presentation context for its SOP class uses that very transfer syntax
+      (with Orthanc as C-MOVE destination it never does).  Use uncompressed
+      data, e.g. :func:`pacsmig.testing.corpus.generate_study`, as retrieve
+      source;
+    * C-FIND returns only the attributes of its fixed key list: no
+      NumberOf*Related*, ModalitiesInStudy or SOPClassUID, even if requested;
+    * without the association profile written here it refuses C-GET.
     """
 
     log_name = "dcmqrscp.log"
@@ -906,15 +1094,22 @@ class DcmqrscpServer(ManagedProcess):
         self.port = port if port is not None else free_port()
         self.peers: dict[str, tuple[str, int]] = {}
         for peer_aet, (host, peer_port) in (peers or {}).items():
-            self.peers[_check_aet(peer_aet)] = (host, peer_port)
+            self.peers[_check_aet(peer_aet)] = (_check_host(host), peer_port)
+        # DCMTK clamps larger quotas silently (DB_UpperMaxStudies = 500,
+        # DB_UpperMaxBytesPerStudy = 1 GiB); refuse instead of surprising.
         if not 1 <= max_studies <= 500:
             raise ValueError("dcmqrscp supports 1..500 studies per storage area")
+        if not 1 <= max_bytes_per_study_mb <= 1024:
+            raise ValueError("dcmqrscp supports at most 1024 MB per study")
         self.max_studies = max_studies
         self.max_bytes_per_study_mb = max_bytes_per_study_mb
         self.max_pdu = max_pdu
         self.max_associations = max_associations
         self.verbose = verbose
         self.storage_dir = self.workdir / "storage" / self.aet
+        if re.search(r"\s", str(self.storage_dir)):
+            # The AETable line is whitespace-separated and has no quoting.
+            raise ValueError(f"dcmqrscp cannot use a storage path with spaces: {self.storage_dir}")
         self.config_path = self.workdir / "dcmqrscp.cfg"
         self.profile_path = self.workdir / "dcmqrscp-assoc.cfg"
 
@@ -973,21 +1168,18 @@ class DcmqrscpServer(ManagedProcess):
         return cmd
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not port_accepts(self.port):
-            self._ensure_alive()
-            if time.monotonic() > deadline:
-                raise self._fail(f"port {self.port} not accepting connections within {timeout:.0f} s")
-            time.sleep(0.05)
-        self._ensure_alive()
+        _wait_dcmtk_ready(self, self.aet, self.port, timeout)
 
     def add_peer(self, aet: str, host: str, port: int) -> None:
         """Add a C-MOVE destination; dcmqrscp reads its config only at start, so restart."""
-        self.peers[_check_aet(aet)] = (host, port)
+        self.peers[_check_aet(aet)] = (_check_host(host), port)
         if self.running:
             self.restart()
 
     def stored_files(self) -> list[Path]:
+        """Instance files in the storage area (dcmqrscp names them by modality + hash)."""
+        if not self.storage_dir.is_dir():
+            return []
         return sorted(
             p for p in self.storage_dir.iterdir() if p.is_file() and p.name != "index.dat"
         )
@@ -996,9 +1188,7 @@ class DcmqrscpServer(ManagedProcess):
         """SOP Instance UIDs of the files currently in the storage area."""
         return set(_sop_uids_of(self.stored_files()).values())
 
-    def load(
-        self, files: Iterable[Path | str], *, calling_aet: str | None = None
-    ) -> set[str]:
+    def load(self, files: Iterable[Path | str], *, calling_aet: str | None = None) -> set[str]:
         """C-STORE ``files`` into the archive with DCMTK ``storescu``.
 
         Returns the SOP Instance UIDs (among those sent) now present in the
@@ -1006,18 +1196,14 @@ class DcmqrscpServer(ManagedProcess):
         """
         paths = [Path(f) for f in files]
         wanted = set(_sop_uids_of(paths).values())
-        aet = _check_aet(calling_aet or self.loader_aet)
-        # Command lines have a length limit, and storescu negotiates one
-        # association per run, so send in moderate batches.
-        for start in range(0, len(paths), 200):
-            batch = paths[start : start + 200]
-            run_dcmtk(
-                "storescu",
-                ["-aet", aet, "-aec", self.aet, "-nh", "-R", self.host, str(self.port)]
-                + [str(p) for p in batch],
-                log_path=self.log_path,
-                check=False,
-            )
+        dcmtk_storescu(
+            self.host,
+            self.port,
+            self.aet,
+            paths,
+            calling_aet=calling_aet or self.loader_aet,
+            log_path=self.log_path,
+        )
         return wanted & self.sop_instance_uids()
 
     def findscu(
@@ -1091,13 +1277,7 @@ class StoreSCPServer(ManagedProcess):
         return cmd
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not port_accepts(self.port):
-            self._ensure_alive()
-            if time.monotonic() > deadline:
-                raise self._fail(f"port {self.port} not accepting connections within {timeout:.0f} s")
-            time.sleep(0.05)
-        self._ensure_alive()
+        _wait_dcmtk_ready(self, self.aet, self.port, timeout)
 
     def received_files(self) -> list[Path]:
         if not self.output_dir.exists():
@@ -1141,6 +1321,71 @@ def run_dcmtk(
     return proc
 
 
+# storescu proposes only uncompressed syntaxes unless told otherwise, and
+# DCMTK will not decompress on the fly, so each compressed file must travel in
+# an association that proposes its own transfer syntax.
+_STORESCU_TS_FLAGS: dict[str, list[str]] = {
+    _uid.ExplicitVRLittleEndian: [],
+    _uid.ImplicitVRLittleEndian: [],
+    _uid.ExplicitVRBigEndian: [],
+    _uid.DeflatedExplicitVRLittleEndian: ["-xd"],
+    _uid.JPEGBaseline8Bit: ["-xy"],
+    _uid.JPEGExtended12Bit: ["-xx"],
+    _uid.JPEGLosslessSV1: ["-xs"],
+    _uid.JPEG2000Lossless: ["-xv"],
+    _uid.JPEG2000: ["-xw"],
+    _uid.JPEGLSLossless: ["-xt"],
+    _uid.JPEGLSNearLossless: ["-xu"],
+    _uid.RLELossless: ["-xr"],
+    _uid.MPEG2MPML: ["-xm"],
+    _uid.MPEG2MPHL: ["-xh"],
+    _uid.MPEG4HP41: ["-xn"],
+    _uid.MPEG4HP41BD: ["-xl"],
+    _uid.MPEG4HP422D: ["-x2"],
+    _uid.MPEG4HP423D: ["-x3"],
+    _uid.MPEG4HP42STEREO: ["-xo"],
+    _uid.HEVCMP51: ["-x4"],
+    _uid.HEVCM10P51: ["-x5"],
+}
+
+
+def dcmtk_storescu(
+    host: str,
+    port: int,
+    called_aet: str,
+    files: Iterable[Path | str],
+    *,
+    calling_aet: str = "STORESCU",
+    log_path: Path | None = None,
+    batch_size: int = 200,
+) -> list[subprocess.CompletedProcess[str]]:
+    """C-STORE files with DCMTK ``storescu``, one run per transfer syntax.
+
+    Failures do not raise (``--no-halt``): callers check what arrived, which
+    is the only reliable signal anyway.  Files whose transfer syntax DCMTK
+    cannot propose are still attempted with the default (uncompressed)
+    proposal and will fail.
+    """
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for path in files:
+        try:
+            ts = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError):
+            ts = ""
+        flags = tuple(_STORESCU_TS_FLAGS.get(ts, []))
+        groups.setdefault(flags, []).append(str(path))
+    results = []
+    for flags, paths in groups.items():
+        # Command lines have a length limit, and storescu negotiates a single
+        # association per run, so send in moderate batches.
+        for start in range(0, len(paths), batch_size):
+            args = [*flags, "-R", "-nh", "-aet", _check_aet(calling_aet)]
+            args += ["-aec", _check_aet(called_aet), host, str(port)]
+            args += paths[start : start + batch_size]
+            results.append(run_dcmtk("storescu", args, log_path=log_path, check=False))
+    return results
+
+
 _QR_LEVELS = {"PATIENT", "STUDY", "SERIES", "IMAGE"}
 
 
@@ -1159,21 +1404,70 @@ def dcmtk_findscu(
     ``keys`` maps DICOM keywords (or ``gggg,eeee``) to match values; an empty
     string requests the attribute as a return key.
     """
-    level = level.upper()
-    if level not in _QR_LEVELS:
-        raise ValueError(f"bad query level {level!r}")
-    model_flag = {"study": "-S", "patient": "-P"}[model]
-    args = [model_flag, "-aet", _check_aet(calling_aet), "-aec", _check_aet(called_aet)]
-    args += ["-k", f"QueryRetrieveLevel={level}"]
-    for key, value in (keys or {}).items():
-        args += ["-k", f"{key}={value}" if value != "" else key]
+    args = _qr_args(called_aet, calling_aet, level, keys, model)
     with tempfile.TemporaryDirectory(prefix="findscu-") as out:
         args += ["-X", "-od", out, host, str(port)]
         run_dcmtk("findscu", args)
-        responses = []
-        for path in sorted(Path(out).glob("rsp*.dcm")):
-            responses.append(pydicom.dcmread(path, force=True))
-        return responses
+        # rsp0001.dcm ... rsp10000.dcm: sort numerically, not lexically.
+        paths = sorted(Path(out).glob("rsp*.dcm"), key=lambda p: int(p.stem[3:] or 0))
+        return [pydicom.dcmread(path, force=True) for path in paths]
+
+
+def _qr_args(
+    called_aet: str,
+    calling_aet: str,
+    level: str,
+    keys: Mapping[str, str] | None,
+    model: str,
+) -> list[str]:
+    level = level.upper()
+    if level not in _QR_LEVELS:
+        raise ValueError(f"bad query level {level!r}")
+    flags = {"study": "-S", "patient": "-P"}
+    if model not in flags:
+        raise ValueError(f"bad information model {model!r}")
+    args = [flags[model], "-aet", _check_aet(calling_aet), "-aec", _check_aet(called_aet)]
+    args += ["-k", f"QueryRetrieveLevel={level}"]
+    for key, value in (keys or {}).items():
+        args += ["-k", f"{key}={value}" if value != "" else key]
+    return args
+
+
+def dcmtk_movescu(
+    host: str,
+    port: int,
+    called_aet: str,
+    destination: str,
+    level: str = "STUDY",
+    keys: Mapping[str, str] | None = None,
+    *,
+    calling_aet: str = "MOVESCU",
+    model: str = "study",
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Ask ``called_aet`` to C-MOVE the matching instances to AE ``destination``."""
+    args = _qr_args(called_aet, calling_aet, level, keys, model)
+    args += ["-aem", _check_aet(destination), host, str(port)]
+    return run_dcmtk("movescu", args, check=check)
+
+
+def dcmtk_getscu(
+    host: str,
+    port: int,
+    called_aet: str,
+    out_dir: Path,
+    level: str = "STUDY",
+    keys: Mapping[str, str] | None = None,
+    *,
+    calling_aet: str = "GETSCU",
+    model: str = "study",
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """C-GET the matching instances from ``called_aet`` into ``out_dir``."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    args = _qr_args(called_aet, calling_aet, level, keys, model)
+    args += ["-od", str(out_dir), host, str(port)]
+    return run_dcmtk("getscu", args, check=check)
 
 
 def _sop_uids_of(paths: Iterable[Path]) -> dict[Path, str]:

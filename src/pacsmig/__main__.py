@@ -1,0 +1,3 @@
+from pacsmig.cli.main import run
+
+run()
