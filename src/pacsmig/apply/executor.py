@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pacsmig.apply.spool import SpooledInstance, StudySpool
 from pacsmig.dicomnet.ae import Peer
+from pacsmig.dicomnet.contexts import storage_class_chunks
 from pacsmig.dicomnet.find import open_find
 from pacsmig.dicomnet.retrieve import RetrieveRequest, RetrieveResult, c_get, c_move
 from pacsmig.dicomnet.scp import StorageSCP
@@ -253,30 +254,35 @@ class Executor:
         if len(missing) == len(instances):
             requests = [RetrieveRequest(study_uid=study_uid)]
         else:
-            by_series: dict[str, list[str]] = {}
-            for inst in missing:
-                by_series.setdefault(inst.series_uid, []).append(inst.sop_uid)
-            requests = [
-                RetrieveRequest(
-                    study_uid=study_uid, series_uid=series, sop_uids=tuple(uids[i : i + IMAGE_LEVEL_BATCH])
-                )
-                for series, uids in sorted(by_series.items())
-                for i in range(0, len(uids), IMAGE_LEVEL_BATCH)
-            ]
+            requests = _image_requests(study_uid, missing)
         classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid})
         outcomes: list[RetrieveResult] = []
-        for request in requests:
-            if self.spec.source.retrieve == "c-get":
-                outcomes.append(c_get(self.calling, self.source, request, classes, spool))
-            else:
-                assert self._scp is not None
-                self._scp.set_sink(spool)
-                try:
+        if self.spec.source.retrieve == "c-move":
+            assert self._scp is not None
+            self._scp.set_sink(spool)
+            try:
+                for request in requests:
                     outcomes.append(c_move(self.calling, self.source, request, self.calling))
-                finally:
-                    self._scp.set_sink(None)
+            finally:
+                self._scp.set_sink(None)
+        elif all(i.sop_class_uid for i in instances):
+            for request in requests:
+                outcomes.append(c_get(self.calling, self.source, request, classes, spool))
+        else:
+            # The source did not name SOP classes: offer every storage class, a slice per
+            # association, asking each time only for what has not arrived yet.
+            for n, chunk in enumerate(storage_class_chunks()):
+                if n:
+                    remaining = [i for i in missing if i.sop_uid not in spool.received]
+                    if not remaining:
+                        break
+                    requests = _image_requests(study_uid, remaining)
+                for request in requests:
+                    outcomes.append(
+                        c_get(self.calling, self.source, request, chunk, spool, classes_known=False)
+                    )
         bad = [o for o in outcomes if o.status not in (0x0000,)]
-        return bad[0].describe() if bad else "retrieved"
+        return bad[-1].describe() if bad else "retrieved"
 
     # -- sending ------------------------------------------------------------------------
     def _send_all(
@@ -340,6 +346,20 @@ class Executor:
         self.journal.set_instance(run_id, sop_uid, FAILED, code=code, reason=reason, detail=detail, attempt=True)
         result.failed += 1
         result.failure_reasons[reason] += 1
+
+
+def _image_requests(study_uid: str, instances: list[InstanceRecord]) -> list[RetrieveRequest]:
+    """IMAGE-level requests for some instances: a list of UIDs per series (PS3.4 C.4.2.2.1)."""
+    by_series: dict[str, list[str]] = {}
+    for inst in instances:
+        by_series.setdefault(inst.series_uid, []).append(inst.sop_uid)
+    return [
+        RetrieveRequest(
+            study_uid=study_uid, series_uid=series, sop_uids=tuple(uids[i : i + IMAGE_LEVEL_BATCH])
+        )
+        for series, uids in sorted(by_series.items())
+        for i in range(0, len(uids), IMAGE_LEVEL_BATCH)
+    ]
 
 
 def _failure_reason(outcome: StoreOutcome) -> str:

@@ -48,6 +48,20 @@ RECEIVE_SYNTAX_GROUPS: tuple[tuple[str, ...], ...] = (
 
 MAX_CONTEXTS = 128
 
+_LOSSLESS_COMPRESSED = (JPEGLosslessSV1, JPEGLossless, JPEGLSLossless, JPEG2000Lossless, RLELossless)
+_LOSSY = (JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000)
+
+
+def scp_syntax_preference(all_syntaxes: Iterable[str]) -> list[str]:
+    """Order in which pacsmig's SCP accepts syntaxes (pynetdicom picks the acceptor's first).
+
+    Explicit VR first: implicit VR loses the VR of private elements. Lossy syntaxes last, so a
+    peer that offers several in one context is never asked to compress lossily.
+    """
+    first = [ExplicitVRLittleEndian, *_LOSSLESS_COMPRESSED, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian]
+    rest = [str(ts) for ts in all_syntaxes if ts not in first and ts not in _LOSSY]
+    return [str(ts) for ts in first] + rest + [str(ts) for ts in _LOSSY]
+
 
 def receive_contexts(sop_classes: Iterable[str]) -> list[PresentationContext]:
     """Storage contexts for a C-GET of a study holding these SOP classes.
@@ -67,12 +81,22 @@ def max_classes_per_get() -> int:
     return (MAX_CONTEXTS - 1) // len(RECEIVE_SYNTAX_GROUPS)
 
 
-def fallback_storage_contexts() -> list[PresentationContext]:
-    """When the SOP classes are unknown: the common ones, every syntax in one context each."""
-    contexts: list[PresentationContext] = []
-    for cx in AllStoragePresentationContexts[: MAX_CONTEXTS - 1]:
-        contexts.append(build_context(cx.abstract_syntax, [*UNCOMPRESSED, ExplicitVRBigEndian]))
-    return contexts
+def storage_class_chunks() -> list[list[str]]:
+    """Every storage SOP class pynetdicom knows, in slices that fit one C-GET association.
+
+    Used when the source's C-FIND does not return SOP Class UID (dcmqrscp): each slice is
+    tried in turn for the instances the previous ones did not bring.
+    """
+    classes = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    size = MAX_CONTEXTS - 1
+    return [classes[i : i + size] for i in range(0, len(classes), size)]
+
+
+def fallback_storage_contexts(classes: Iterable[str]) -> list[PresentationContext]:
+    """When the SOP classes are unknown: one context each, the uncompressed syntaxes."""
+    return [
+        build_context(sop_class, [*UNCOMPRESSED, ExplicitVRBigEndian]) for sop_class in classes
+    ]
 
 
 def send_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:

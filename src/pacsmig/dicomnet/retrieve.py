@@ -102,12 +102,23 @@ def c_get(
     request: RetrieveRequest,
     sop_classes: Sequence[str],
     sink: InstanceSink,
+    *,
+    classes_known: bool = True,
 ) -> RetrieveResult:
-    """C-GET on one association whose storage contexts cover the given SOP classes."""
+    """C-GET on one association whose storage contexts cover the given SOP classes.
+
+    With classes_known, each class is offered in every common transfer syntax so the source
+    sends what it holds; otherwise (the source did not say) only uncompressed ones, for as
+    many classes as fit.
+    """
     try:
-        storage = receive_contexts(sop_classes) if sop_classes else fallback_storage_contexts()
+        storage = (
+            receive_contexts(sop_classes)
+            if classes_known
+            else fallback_storage_contexts(sop_classes)
+        )
     except ValueError:
-        storage = fallback_storage_contexts()
+        storage = fallback_storage_contexts(list(sop_classes)[:127])
     contexts = [build_context(StudyRootQueryRetrieveInformationModelGet), *storage]
     roles = [build_role(uid, scp_role=True) for uid in sorted({cx.abstract_syntax for cx in storage})]
     handlers = [(evt.EVT_C_STORE, _store_handler, [sink])]

@@ -6,10 +6,10 @@ import logging
 import threading
 from typing import Any
 
-from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 from pacsmig.dicomnet.ae import make_ae
+from pacsmig.dicomnet.contexts import scp_syntax_preference
 from pacsmig.dicomnet.received import InstanceSink, ReceivedInstance
 from pacsmig.errors import PacsError
 
@@ -46,10 +46,9 @@ class StorageSCP:
         self._ae.require_called_aet = True
         # Only the configured source may push into the migration.
         self._ae.require_calling_aet = list(allowed_calling)
+        syntaxes = scp_syntax_preference(ALL_TRANSFER_SYNTAXES)
         for cx in AllStoragePresentationContexts:
-            self._ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        for ts in ALL_TRANSFER_SYNTAXES:
-            UID(ts)  # pydicom validates them on use; fail early on a typo
+            self._ae.add_supported_context(cx.abstract_syntax, syntaxes)
         self._sink: list[InstanceSink | None] = [None]
         self._server: Any = None
         self._lock = threading.Lock()
