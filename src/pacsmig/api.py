@@ -66,7 +66,9 @@ def approve(plan_path: str | Path, by: str, note: str = "", *, auto: bool = Fals
     if not by.strip():
         raise InputError("approve: --by must name the person signing off")
     p = read_plan(path)
-    approval = Approval(fingerprint=fingerprint(p), by=by.strip(), at=utc_now(), note=note, auto=auto)
+    approval = Approval(
+        fingerprint=fingerprint(p), by=by.strip(), at=utc_now(), note=note, auto=auto
+    )
     write_approval(path, approval)
     return approval
 
@@ -106,7 +108,12 @@ def apply(
             p,
             journal,
             spool_root=jpath.with_name(jpath.name + ".spool"),
-            approval={"by": approval.by, "at": approval.at, "note": approval.note, "auto": approval.auto},
+            approval={
+                "by": approval.by,
+                "at": approval.at,
+                "note": approval.note,
+                "auto": approval.auto,
+            },
             progress=progress,
             stop=stop,
         )
@@ -129,13 +136,18 @@ def report(plan_path: str | Path, out_path: str | Path, *, fmt: str = "html") ->
     from pacsmig.report.render import render_csv, render_html, render_json
 
     if fmt not in REPORT_FORMATS:
-        raise InputError(f"report: unknown format {fmt!r}; expected one of {', '.join(REPORT_FORMATS)}")
+        raise InputError(
+            f"report: unknown format {fmt!r}; expected one of {', '.join(REPORT_FORMATS)}"
+        )
     path = Path(plan_path)
     p, journal = open_journal(path)
     with journal:
         context = build_context(p, journal, read_approval(path), generated_at=utc_now())
-    text = {"html": lambda: render_html("report.html.j2", context), "csv": lambda: render_csv(context),
-            "json": lambda: render_json(context)}[fmt]()
+    text = {
+        "html": lambda: render_html("report.html.j2", context),
+        "csv": lambda: render_csv(context),
+        "json": lambda: render_json(context),
+    }[fmt]()
     out = Path(out_path)
     atomic_write(out, text)
     return out

@@ -17,7 +17,9 @@ from pacsmig.testing.servers import OrthancServer, free_port
 PACSMIG = str(Path(sys.executable).with_name("pacsmig"))
 
 if shutil.which("Orthanc") is None and not Path("/usr/sbin/Orthanc").exists():  # pragma: no cover
-    pytest.skip("Orthanc is not installed (run ./test.sh, which installs it)", allow_module_level=True)
+    pytest.skip(
+        "Orthanc is not installed (run ./test.sh, which installs it)", allow_module_level=True
+    )
 
 
 @dataclass
@@ -29,8 +31,15 @@ class Site:
     local_port: int
     work: Path
 
-    def spec(self, retrieve: str = "c-get", *, extra: str = "", source_port: int | None = None,
-             source_aet: str | None = None, local_aet: str = "PACSMIG") -> Path:
+    def spec(
+        self,
+        retrieve: str = "c-get",
+        *,
+        extra: str = "",
+        source_port: int | None = None,
+        source_aet: str | None = None,
+        local_aet: str = "PACSMIG",
+    ) -> Path:
         text = f"""\
 version: 1
 name: itest
@@ -55,7 +64,9 @@ destination:
         return path
 
 
-def run_cli(*args: str | Path, timeout: float = 300, check: int | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, timeout: float = 300, check: int | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         [PACSMIG, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
@@ -72,7 +83,9 @@ def run_cli(*args: str | Path, timeout: float = 300, check: int | None = None) -
 def site(tmp_path: Path) -> Iterator[Site]:
     local_port = free_port()
     src_dir, dst_dir = tmp_path / "source", tmp_path / "dest"
-    dest = OrthancServer(dst_dir, aet="NEWPACS", modalities={"pacsmig": ("PACSMIG", "127.0.0.1", local_port)})
+    dest = OrthancServer(
+        dst_dir, aet="NEWPACS", modalities={"pacsmig": ("PACSMIG", "127.0.0.1", local_port)}
+    )
     source = OrthancServer(
         src_dir,
         aet="LEGACY",

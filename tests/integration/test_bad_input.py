@@ -6,7 +6,6 @@ import json
 
 from pacsmig.testing.corpus import generate_corpus
 from pacsmig.testing.servers import free_port
-
 from tests.integration.conftest import Site, run_cli
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from pacsmig.testing.corpus import generate_corpus, real_sample_files
 from pacsmig.testing.servers import DcmqrscpServer, OrthancServer, free_port
-
 from tests.integration.conftest import run_cli
 from tests.integration.helpers import element_differences, read
 
@@ -21,12 +20,17 @@ def test_migrate_from_dcmqrscp(tmp_path: Path, retrieve: str) -> None:
     local_port = free_port()
     # dcmqrscp never transcodes: keep to the uncompressed files it can hand to anyone.
     real = [
-        f for f in real_sample_files()
+        f
+        for f in real_sample_files()
         if pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID in UNCOMPRESSED
     ]
     files = real + generate_corpus(tmp_path / "gen", studies=3, per_series=2)
-    with DcmqrscpServer(tmp_path / "qr", aet="LEGACYQR", peers={"PACSMIG": ("127.0.0.1", local_port)}) as qr, \
-            OrthancServer(tmp_path / "dest", aet="NEWPACS") as dest:
+    with (
+        DcmqrscpServer(
+            tmp_path / "qr", aet="LEGACYQR", peers={"PACSMIG": ("127.0.0.1", local_port)}
+        ) as qr,
+        OrthancServer(tmp_path / "dest", aet="NEWPACS") as dest,
+    ):
         loaded = qr.load(files)
         assert len(loaded) >= 10
         spec = tmp_path / "spec.yaml"

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from pacsmig.testing.corpus import generate_corpus, real_sample_files
-
 from tests.integration.conftest import Site, run_cli
 from tests.integration.helpers import assert_same_instances, sop_uid_of
 
 
 def load_source(site: Site, *, studies: int = 3, per_series: int = 3) -> list[Path]:
-    files = real_sample_files() + generate_corpus(site.work / "gen", studies=studies, per_series=per_series)
+    files = real_sample_files() + generate_corpus(
+        site.work / "gen", studies=studies, per_series=per_series
+    )
     accepted = [f for f in files if site.source.upload(f) is not None]
     assert len(accepted) >= 10
     return accepted

@@ -10,14 +10,15 @@ import time
 from collections import Counter
 
 from pacsmig.testing.corpus import generate_corpus
-
 from tests.integration.conftest import PACSMIG, Site, run_cli
 
 
 def _sent_count(journal: str) -> int:
     try:
         with sqlite3.connect(journal, timeout=1) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM instances WHERE state='sent'").fetchone()[0])
+            return int(
+                conn.execute("SELECT COUNT(*) FROM instances WHERE state='sent'").fetchone()[0]
+            )
     except sqlite3.Error:
         return 0
 
@@ -33,7 +34,9 @@ def test_sigkill_then_resume_completes_without_resending(site: Site) -> None:
     journal = str(site.work / "plan.journal.sqlite")
 
     for _round in range(2):
-        proc = subprocess.Popen([PACSMIG, "apply", str(plan)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [PACSMIG, "apply", str(plan)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 120
         target = _sent_count(journal) + 40
         while _sent_count(journal) < target and proc.poll() is None and time.monotonic() < deadline:
@@ -49,7 +52,9 @@ def test_sigkill_then_resume_completes_without_resending(site: Site) -> None:
     # Nothing confirmed was sent twice: at most one 'sent' event per instance.
     with sqlite3.connect(journal) as conn:
         sent = Counter(r[0] for r in conn.execute("SELECT sop_uid FROM events WHERE kind='sent'"))
-        states = dict(conn.execute("SELECT state, COUNT(*) FROM instances GROUP BY state").fetchall())
+        states = dict(
+            conn.execute("SELECT state, COUNT(*) FROM instances GROUP BY state").fetchall()
+        )
     assert max(sent.values()) == 1
     assert sum(states.values()) == len(uids)
     assert set(states) <= {"sent", "present"}

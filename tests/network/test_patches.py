@@ -45,7 +45,9 @@ def find_scp() -> Iterator[int]:
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     ae.add_supported_context(Verification)
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, handle_find)])
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, handle_find)]
+    )
     try:
         yield port
     finally:
@@ -66,7 +68,11 @@ def test_c_find_answers_are_complete_and_in_order(find_scp: int) -> None:
     with open_find("PACSMIG", peer) as finder:
         for q in range(300):
             study = f"1.2.3.{q + 1}"
-            keys = {"StudyInstanceUID": study, "SeriesInstanceUID": "", "NumberOfSeriesRelatedInstances": ""}
+            keys = {
+                "StudyInstanceUID": study,
+                "SeriesInstanceUID": "",
+                "NumberOfSeriesRelatedInstances": "",
+            }
             got = [str(ds.SeriesInstanceUID) for ds in finder.query("SERIES", keys)]
             assert got == [f"{study}.{i}" for i in range(N_ANSWERS)], f"query {q}"
     # With Nagle's delayed ACKs each query would cost 40+ ms.
@@ -75,7 +81,9 @@ def test_c_find_answers_are_complete_and_in_order(find_scp: int) -> None:
 
 def test_many_c_stores_to_storescp_ignore_never_stall(tmp_path: Path) -> None:
     """2,000 C-STOREs on one association to DCMTK's fastest peer: none waits for a timeout."""
-    files = generate_study(tmp_path / "s", patient_id="P", patient_name="N", n_series=1, per_series=1, rows=8, cols=8)
+    files = generate_study(
+        tmp_path / "s", patient_id="P", patient_name="N", n_series=1, per_series=1, rows=8, cols=8
+    )
     path = files[0]
     with StoreSCPServer(tmp_path / "scp", ignore=True) as scp:
         peer = Peer(ae_title=scp.aet, host="127.0.0.1", port=scp.port, timeout=5)

@@ -13,7 +13,6 @@ from pacsmig.inventory.model import Holdings, StudyRecord
 from pacsmig.plan.build import build_plan
 from pacsmig.plan.codec import dumps, fingerprint, loads, read_plan, write_plan
 from pacsmig.spec.load import spec_from_text
-
 from tests.strategies import world
 from tests.unit.test_spec_load import GOOD
 
@@ -41,7 +40,9 @@ def test_write_read_round_trip_and_stable_fingerprint(
 
 @settings(max_examples=100, deadline=None)
 @given(world())
-def test_every_study_gets_exactly_one_action(w: tuple[list[StudyRecord], dict[str, Holdings]]) -> None:
+def test_every_study_gets_exactly_one_action(
+    w: tuple[list[StudyRecord], dict[str, Holdings]],
+) -> None:
     studies, holdings = w
     plan = build_plan(SPEC, studies, holdings, created_at="2026-01-01T00:00:00Z")
     assert sorted(a.study_uid for a in plan.actions) == sorted(s.study_uid for s in studies)
@@ -66,10 +67,16 @@ def test_any_change_to_an_action_changes_the_fingerprint(
         return
     i = data.draw(st.integers(0, len(plan.actions) - 1))
     action = plan.actions[i]
-    field = data.draw(st.sampled_from(["patient_id", "accession", "found_at_destination", "reason"]))
+    field = data.draw(
+        st.sampled_from(["patient_id", "accession", "found_at_destination", "reason"])
+    )
     new = dataclasses.replace(
         action,
-        **{field: (getattr(action, field) + 1) if field == "found_at_destination" else getattr(action, field) + "x"},
+        **{
+            field: (getattr(action, field) + 1)
+            if field == "found_at_destination"
+            else getattr(action, field) + "x"
+        },
     )
     changed = dataclasses.replace(plan, actions=(*plan.actions[:i], new, *plan.actions[i + 1 :]))
     assert fingerprint(changed) != fingerprint(plan)

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from pacsmig.errors import SpecError
 from pacsmig.spec.load import spec_from_text
-
 from tests.unit.test_spec_load import GOOD
 
 LINES = GOOD.splitlines()
@@ -27,7 +26,18 @@ def test_arbitrary_text_never_crashes(text: str) -> None:
     index=st.integers(min_value=0, max_value=len(LINES) - 1),
     replacement=st.one_of(
         st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40),
-        st.sampled_from(["port: -1", "port: x", "kind: tape", "  bogus: 1", "version: 2", "- a", ": :", "!!binary x"]),
+        st.sampled_from(
+            [
+                "port: -1",
+                "port: x",
+                "kind: tape",
+                "  bogus: 1",
+                "version: 2",
+                "- a",
+                ": :",
+                "!!binary x",
+            ]
+        ),
     ),
 )
 def test_mutated_spec_is_valid_or_one_line_error(index: int, replacement: str) -> None:
@@ -51,7 +61,9 @@ def test_mutated_spec_is_valid_or_one_line_error(index: int, replacement: str) -
     retrieve=st.sampled_from(["c-get", "c-move"]),
 )
 def test_valid_values_round_trip(port: int, aet: str, retrieve: str) -> None:
-    text = GOOD.replace("port: 4242", f"port: {port}").replace("ae_title: LEGACY", f"ae_title: '{aet}'")
+    text = GOOD.replace("port: 4242", f"port: {port}").replace(
+        "ae_title: LEGACY", f"ae_title: '{aet}'"
+    )
     text = text.replace("retrieve: c-get", f"retrieve: {retrieve}")
     spec = spec_from_text(text)
     assert (spec.source.port, spec.source.ae_title, spec.source.retrieve) == (port, aet, retrieve)

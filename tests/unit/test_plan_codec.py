@@ -11,23 +11,32 @@ from pacsmig.plan.approval import Approval, check_approval, write_approval
 from pacsmig.plan.build import build_plan, decide
 from pacsmig.plan.codec import FORMAT_VERSION, fingerprint, read_plan, write_plan
 from pacsmig.spec.load import spec_from_text
-
 from tests.unit.test_spec_load import GOOD
 
 SPEC = spec_from_text(GOOD)
 
 
 def _study(uid: str, counts: dict[str, int], **kw: object) -> StudyRecord:
-    series = tuple(SeriesRecord(series_uid=s, modality="CT", instance_count=n) for s, n in counts.items())
+    series = tuple(
+        SeriesRecord(series_uid=s, modality="CT", instance_count=n) for s, n in counts.items()
+    )
     return StudyRecord(study_uid=uid, patient_id="P1", series=series, **kw)  # type: ignore[arg-type]
 
 
 def test_decisions() -> None:
     s = _study("1.1", {"1.1.1": 3, "1.1.2": 2})
     assert decide(s, None)[:2] == ("migrate", "not_at_destination")
-    assert decide(s, Holdings(study_uid="1.1", series_counts={"1.1.1": 3, "1.1.2": 2}))[:2] == ("skip", "already_complete")
-    assert decide(s, Holdings(study_uid="1.1", series_counts={"1.1.1": 3}))[:2] == ("migrate", "incomplete_at_destination")
-    assert decide(s, Holdings(study_uid="1.1", series_counts={"1.1.1": 3, "1.1.2": 2, "9": 1}))[:2] == (
+    assert decide(s, Holdings(study_uid="1.1", series_counts={"1.1.1": 3, "1.1.2": 2}))[:2] == (
+        "skip",
+        "already_complete",
+    )
+    assert decide(s, Holdings(study_uid="1.1", series_counts={"1.1.1": 3}))[:2] == (
+        "migrate",
+        "incomplete_at_destination",
+    )
+    assert decide(s, Holdings(study_uid="1.1", series_counts={"1.1.1": 3, "1.1.2": 2, "9": 1}))[
+        :2
+    ] == (
         "migrate",
         "more_at_destination",
     )
@@ -37,7 +46,12 @@ def test_decisions() -> None:
 
 
 def _plan_file(tmp_path: Path) -> Path:
-    plan = build_plan(SPEC, [_study("1.1", {"1.1.1": 3}), _study("1.2", {"1.2.1": 1})], {}, created_at="2026-01-01T00:00:00Z")
+    plan = build_plan(
+        SPEC,
+        [_study("1.1", {"1.1.1": 3}), _study("1.2", {"1.2.1": 1})],
+        {},
+        created_at="2026-01-01T00:00:00Z",
+    )
     path = tmp_path / "plan.json"
     write_plan(plan, path)
     return path

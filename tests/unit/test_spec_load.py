@@ -33,7 +33,11 @@ def test_issue_example_validates_as_is() -> None:
     assert spec.name == "holdout"
     assert spec.local.ae_title == "PACSMIG" and spec.local.port == 11113
     assert spec.source.retrieve == "c-get"
-    assert (spec.source.host, spec.source.port, spec.source.ae_title) == ("127.0.0.1", 4242, "LEGACY")
+    assert (spec.source.host, spec.source.port, spec.source.ae_title) == (
+        "127.0.0.1",
+        4242,
+        "LEGACY",
+    )
     assert (spec.destination.ae_title, spec.destination.port) == ("NEWPACS", 4243)
     assert spec.select.date_range() == ""
 
@@ -55,7 +59,9 @@ def test_misspelt_key_names_key_line_and_expectation() -> None:
 
 def test_bad_value_names_line_and_allowed_values() -> None:
     text = GOOD.replace("retrieve: c-get", "retrieve: c-fetch")
-    with pytest.raises(SpecError, match=r"line 11: source\.retrieve: got 'c-fetch', expected one of: c-get, c-move"):
+    with pytest.raises(
+        SpecError, match=r"line 11: source\.retrieve: got 'c-fetch', expected one of: c-get, c-move"
+    ):
         spec_from_text(text)
 
 
@@ -65,7 +71,9 @@ def test_port_out_of_range() -> None:
 
 
 def test_missing_required_key() -> None:
-    text = "\n".join(line for line in GOOD.splitlines() if "host: 127.0.0.1" not in line or "4243" in line)
+    text = "\n".join(
+        line for line in GOOD.splitlines() if "host: 127.0.0.1" not in line or "4243" in line
+    )
     text = GOOD.replace("  host: 127.0.0.1\n  port: 4242\n", "  port: 4242\n")
     with pytest.raises(SpecError, match=r"source\.host: required key is missing"):
         spec_from_text(text)
@@ -78,7 +86,9 @@ def test_unknown_top_level_key() -> None:
 
 def test_python_object_tag_refused() -> None:
     evil = GOOD.replace("name: holdout", "name: !!python/object/apply:os.system ['echo hi']")
-    with pytest.raises(SpecError, match="line 2: YAML tag .*python/object/apply:os.system.* not allowed"):
+    with pytest.raises(
+        SpecError, match="line 2: YAML tag .*python/object/apply:os.system.* not allowed"
+    ):
         spec_from_text(evil)
 
 
@@ -107,7 +117,9 @@ def test_c_move_requires_local_port() -> None:
 
 
 def test_select_dates_and_modalities() -> None:
-    text = GOOD + "select:\n  study_date: {from: 2019-01-01, to: '20201231'}\n  modalities: [CT, MR]\n"
+    text = (
+        GOOD + "select:\n  study_date: {from: 2019-01-01, to: '20201231'}\n  modalities: [CT, MR]\n"
+    )
     spec = spec_from_text(text)
     assert spec.select.date_range() == "20190101-20201231"
     assert spec.select.modalities == ("CT", "MR")

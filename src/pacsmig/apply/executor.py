@@ -69,7 +69,9 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.studies_incomplete or self.studies_refused or self.interrupted)
+        return not (
+            self.failed or self.studies_incomplete or self.studies_refused or self.interrupted
+        )
 
 
 class _Sender:
@@ -218,12 +220,18 @@ class Executor:
             for inst in missing:
                 if inst.sop_uid not in spool.received:
                     self._fail(run_id, inst.sop_uid, None, "not_retrieved", retrieved, result)
-            self._send_all(run_id, spool, [i for i in missing if i.sop_uid in spool.received], result)
+            self._send_all(
+                run_id, spool, [i for i in missing if i.sop_uid in spool.received], result
+            )
         finally:
             spool.cleanup()
         if result.failed > failed_before:
             self.journal.set_study(
-                run_id, uid, "incomplete", "instances_failed", f"{result.failed - failed_before} failed"
+                run_id,
+                uid,
+                "incomplete",
+                "instances_failed",
+                f"{result.failed - failed_before} failed",
             )
             result.studies_incomplete += 1
         else:
@@ -343,7 +351,9 @@ class Executor:
         detail: str,
         result: ApplyResult,
     ) -> None:
-        self.journal.set_instance(run_id, sop_uid, FAILED, code=code, reason=reason, detail=detail, attempt=True)
+        self.journal.set_instance(
+            run_id, sop_uid, FAILED, code=code, reason=reason, detail=detail, attempt=True
+        )
         result.failed += 1
         result.failure_reasons[reason] += 1
 

@@ -57,9 +57,7 @@ def _errors() -> Iterator[None]:
     except Exception as exc:
         if os.environ.get("PACSMIG_DEBUG"):
             raise
-        _fail(
-            f"internal error {type(exc).__name__} (set PACSMIG_DEBUG=1 for a traceback)", 1
-        )
+        _fail(f"internal error {type(exc).__name__} (set PACSMIG_DEBUG=1 for a traceback)", 1)
 
 
 def _version(value: bool) -> None:
@@ -70,13 +68,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output")
+    ] = 0,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version")
     ] = False,
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     # pacsmig turns pynetdicom's failures into its own one-line errors; its log lines would
     # only repeat them (and at INFO and below they can carry identifiers).
     pynetdicom_level = {0: logging.CRITICAL, 1: logging.WARNING}.get(verbose, logging.INFO)
@@ -96,7 +98,9 @@ def plan(
 
 @app.command()
 def show(
-    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan written by 'pacsmig plan'")],
+    plan_file: Annotated[
+        Path, typer.Argument(metavar="PLAN", help="A plan written by 'pacsmig plan'")
+    ],
 ) -> None:
     """Show a plan as a table, holds first."""
     with _errors():

@@ -74,11 +74,21 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
         console.print("[yellow]Not signed off.[/]")
     elif approval.fingerprint == fp:
         auto = " (automatic)" if approval.auto else ""
-        console.print(f"Signed off by {escape(approval.by)}{auto} at {escape(approval.at)}", highlight=False)
+        console.print(
+            f"Signed off by {escape(approval.by)}{auto} at {escape(approval.at)}", highlight=False
+        )
     else:
         console.print("[red]The sign-off is for a different plan: approve again after review.[/]")
     table = Table(show_lines=False, header_style="bold")
-    for col in ("action", "reason", "patient ID", "patient name", "date", "accession", "modalities"):
+    for col in (
+        "action",
+        "reason",
+        "patient ID",
+        "patient name",
+        "date",
+        "accession",
+        "modalities",
+    ):
         table.add_column(col)
     table.add_column("series", justify="right")
     table.add_column("instances", justify="right")

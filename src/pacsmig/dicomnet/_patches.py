@@ -6,6 +6,7 @@ tests/network/test_patches.py reproduce each problem without its patch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -91,10 +92,8 @@ def set_nodelay(sock: socket.socket | None) -> None:
     # Without TCP_NODELAY each C-STORE/C-FIND round trip waits 40-90 ms on a delayed ACK.
     if sock is None:
         return
-    try:
+    with contextlib.suppress(OSError):  # not a TCP socket (tests may hand in socketpairs)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:  # not a TCP socket (tests may hand in socketpairs)
-        pass
 
 
 def _serve_request(self: Association, msg: Any, context_id: int) -> None:
@@ -122,7 +121,8 @@ def apply() -> None:
     AssociationSocket.__init__ = _socket_init  # type: ignore[method-assign]
     Association._serve_request = _serve_request  # type: ignore[method-assign]
     Association.__init__ = _assoc_init  # type: ignore[method-assign]
-    Association._is_paused = property(_get_paused, _set_paused)  # type: ignore[assignment,method-assign]
+    # A property on the class turns the reactor's plain flag writes into _set_paused calls.
+    setattr(Association, "_is_paused", property(_get_paused, _set_paused))  # noqa: B010
     # Identifiers of C-FIND/C-GET/C-MOVE hold patient names and IDs: never log them.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -139,5 +139,5 @@ def remove() -> None:
     Association._serve_request = _original_serve_request  # type: ignore[method-assign]
     Association.__init__ = _original_assoc_init  # type: ignore[method-assign]
     if isinstance(Association.__dict__.get("_is_paused"), property):
-        del Association._is_paused
+        delattr(Association, "_is_paused")  # noqa: B043
     _applied = False

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLosslessSV1,
     JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
@@ -25,7 +25,12 @@ from pynetdicom.presentation import PresentationContext
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 UNCOMPRESSED_ALL = frozenset(
-    {ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
+    {
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    }
 )
 
 # Transfer syntaxes offered, each in its own context, when receiving a study whose stored
@@ -48,7 +53,19 @@ RECEIVE_SYNTAX_GROUPS: tuple[tuple[str, ...], ...] = (
 
 MAX_CONTEXTS = 128
 
-_LOSSLESS_COMPRESSED = (JPEGLosslessSV1, JPEGLossless, JPEGLSLossless, JPEG2000Lossless, RLELossless)
+# Study Root Query/Retrieve models (PS3.4 C.6.2). pynetdicom creates its named constants at
+# run time, which type checkers cannot see.
+STUDY_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.2.1")
+STUDY_ROOT_MOVE = UID("1.2.840.10008.5.1.4.1.2.2.2")
+STUDY_ROOT_GET = UID("1.2.840.10008.5.1.4.1.2.2.3")
+
+_LOSSLESS_COMPRESSED = (
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    RLELossless,
+)
 _LOSSY = (JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000)
 
 
@@ -58,7 +75,13 @@ def scp_syntax_preference(all_syntaxes: Iterable[str]) -> list[str]:
     Explicit VR first: implicit VR loses the VR of private elements. Lossy syntaxes last, so a
     peer that offers several in one context is never asked to compress lossily.
     """
-    first = [ExplicitVRLittleEndian, *_LOSSLESS_COMPRESSED, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian]
+    first = [
+        ExplicitVRLittleEndian,
+        *_LOSSLESS_COMPRESSED,
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        ImplicitVRLittleEndian,
+    ]
     rest = [str(ts) for ts in all_syntaxes if ts not in first and ts not in _LOSSY]
     return [str(ts) for ts in first] + rest + [str(ts) for ts in _LOSSY]
 
@@ -94,9 +117,7 @@ def storage_class_chunks() -> list[list[str]]:
 
 def fallback_storage_contexts(classes: Iterable[str]) -> list[PresentationContext]:
     """When the SOP classes are unknown: one context each, the uncompressed syntaxes."""
-    return [
-        build_context(sop_class, [*UNCOMPRESSED, ExplicitVRBigEndian]) for sop_class in classes
-    ]
+    return [build_context(sop_class, [*UNCOMPRESSED, ExplicitVRBigEndian]) for sop_class in classes]
 
 
 def send_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:

@@ -9,13 +9,13 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pynetdicom import build_context
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from pacsmig.dicomnet.ae import Peer, associate
+from pacsmig.dicomnet.contexts import STUDY_ROOT_FIND
 from pacsmig.errors import PacsError
 from pacsmig.inventory.model import InstanceRecord, SeriesRecord, StudyRecord
 
-_FIND = StudyRootQueryRetrieveInformationModelFind
+_FIND = STUDY_ROOT_FIND
 
 STUDY_KEYS = (
     "PatientID",
@@ -101,7 +101,9 @@ class FindSession:
                 + (f": {comment}" if comment else "")
             )
         if not got_final:
-            raise PacsError(f"{self._peer.describe()} ended a {level} C-FIND without a final status")
+            raise PacsError(
+                f"{self._peer.describe()} ended a {level} C-FIND without a final status"
+            )
 
     def studies(self, *, study_date: str = "", study_uid: str = "") -> list[StudyRecord]:
         keys: dict[str, Any] = {k: "" for k in STUDY_KEYS}

@@ -8,13 +8,14 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import build_context, build_role, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 from pacsmig.dicomnet.ae import Peer, associate
-from pacsmig.dicomnet.contexts import fallback_storage_contexts, receive_contexts
+from pacsmig.dicomnet.contexts import (
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+    fallback_storage_contexts,
+    receive_contexts,
+)
 from pacsmig.dicomnet.received import InstanceSink, ReceivedInstance
 from pacsmig.errors import PacsError
 
@@ -119,18 +120,17 @@ def c_get(
         )
     except ValueError:
         storage = fallback_storage_contexts(list(sop_classes)[:127])
-    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet), *storage]
-    roles = [build_role(uid, scp_role=True) for uid in sorted({cx.abstract_syntax for cx in storage})]
+    contexts = [build_context(STUDY_ROOT_GET), *storage]
+    roles = [
+        build_role(uid, scp_role=True)
+        for uid in sorted({str(cx.abstract_syntax) for cx in storage})
+    ]
     handlers = [(evt.EVT_C_STORE, _store_handler, [sink])]
     with associate(calling_ae_title, peer, contexts, ext_neg=roles, evt_handlers=handlers) as assoc:
-        get_cx = [
-            cx
-            for cx in assoc.accepted_contexts
-            if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet
-        ]
+        get_cx = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == STUDY_ROOT_GET]
         if not get_cx:
             raise PacsError(f"{peer.describe()} does not accept Study Root C-GET")
-        responses = assoc.send_c_get(request.identifier(), StudyRootQueryRetrieveInformationModelGet)
+        responses = assoc.send_c_get(request.identifier(), STUDY_ROOT_GET)
         return _final(responses, peer, "C-GET")
 
 
@@ -138,13 +138,11 @@ def c_move(
     calling_ae_title: str, peer: Peer, request: RetrieveRequest, move_ae_title: str
 ) -> RetrieveResult:
     """C-MOVE to move_ae_title; the instances arrive at that AE's Storage SCP, not here."""
-    contexts = [build_context(StudyRootQueryRetrieveInformationModelMove)]
+    contexts = [build_context(STUDY_ROOT_MOVE)]
     with associate(calling_ae_title, peer, contexts) as assoc:
         if not assoc.accepted_contexts:
             raise PacsError(f"{peer.describe()} does not accept Study Root C-MOVE")
-        responses = assoc.send_c_move(
-            request.identifier(), move_ae_title, StudyRootQueryRetrieveInformationModelMove
-        )
+        responses = assoc.send_c_move(request.identifier(), move_ae_title, STUDY_ROOT_MOVE)
         result = _final(responses, peer, "C-MOVE")
     if result.status == 0xA801:
         raise PacsError(

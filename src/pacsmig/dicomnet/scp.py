@@ -37,7 +37,13 @@ class StorageSCP:
     """Listens on (bind, port) as ae_title; accepts only the allowed calling AE titles."""
 
     def __init__(
-        self, *, ae_title: str, port: int, bind: str = "", allowed_calling: list[str], timeout: float
+        self,
+        *,
+        ae_title: str,
+        port: int,
+        bind: str = "",
+        allowed_calling: list[str],
+        timeout: float,
     ) -> None:
         self.ae_title = ae_title
         self.port = port
@@ -48,7 +54,7 @@ class StorageSCP:
         self._ae.require_calling_aet = list(allowed_calling)
         syntaxes = scp_syntax_preference(ALL_TRANSFER_SYNTAXES)
         for cx in AllStoragePresentationContexts:
-            self._ae.add_supported_context(cx.abstract_syntax, syntaxes)
+            self._ae.add_supported_context(str(cx.abstract_syntax), syntaxes)
         self._sink: list[InstanceSink | None] = [None]
         self._server: Any = None
         self._lock = threading.Lock()
@@ -58,7 +64,7 @@ class StorageSCP:
             self._sink[0] = sink
 
     def start(self) -> None:
-        handlers = [(evt.EVT_C_STORE, _handle_store, [self._sink])]
+        handlers: list[Any] = [(evt.EVT_C_STORE, _handle_store, [self._sink])]
         try:
             self._server = self._ae.start_server(
                 (self.bind, self.port), block=False, evt_handlers=handlers

@@ -124,7 +124,8 @@ class Journal:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 conn.execute(
-                    "INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    "INSERT INTO meta(key, value) VALUES('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
                 )
             elif int(row[0]) > SCHEMA_VERSION:
                 raise InputError(f"{path}: journal schema {row[0]} is newer than this pacsmig")
@@ -212,7 +213,9 @@ class Journal:
                 (at, run_id, sop_uid, state if not reason else f"{state}:{reason}", code, detail),
             )
 
-    def set_instances(self, run_id: int, sop_uids: Iterable[str], state: str, reason: str = "") -> None:
+    def set_instances(
+        self, run_id: int, sop_uids: Iterable[str], state: str, reason: str = ""
+    ) -> None:
         at = now()
         with self._tx():
             self._conn.executemany(
@@ -254,7 +257,9 @@ class Journal:
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     # -- studies ------------------------------------------------------------------------
-    def set_study(self, run_id: int, study_uid: str, state: str, reason: str = "", detail: str = "") -> None:
+    def set_study(
+        self, run_id: int, study_uid: str, state: str, reason: str = "", detail: str = ""
+    ) -> None:
         at = now()
         with self._tx():
             self._conn.execute(
@@ -266,16 +271,32 @@ class Journal:
             )
             self._conn.execute(
                 "INSERT INTO events(at, run_id, study_uid, kind, detail) VALUES(?,?,?,?,?)",
-                (at, run_id, study_uid, f"study_{state}" + (f":{reason}" if reason else ""), detail),
+                (
+                    at,
+                    run_id,
+                    study_uid,
+                    f"study_{state}" + (f":{reason}" if reason else ""),
+                    detail,
+                ),
             )
 
     def studies(self) -> dict[str, tuple[str, str, str, str]]:
         """study_uid -> (state, reason, detail, updated_at)."""
-        rows = self._conn.execute("SELECT study_uid, state, reason, detail, updated_at FROM studies")
+        rows = self._conn.execute(
+            "SELECT study_uid, state, reason, detail, updated_at FROM studies"
+        )
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     # -- events -------------------------------------------------------------------------
-    def event(self, run_id: int, kind: str, *, study_uid: str = "", detail: str = "", code: int | None = None) -> None:
+    def event(
+        self,
+        run_id: int,
+        kind: str,
+        *,
+        study_uid: str = "",
+        detail: str = "",
+        code: int | None = None,
+    ) -> None:
         self._conn.execute(
             "INSERT INTO events(at, run_id, study_uid, kind, code, detail) VALUES(?,?,?,?,?,?)",
             (now(), run_id, study_uid, kind, code, detail),
@@ -288,7 +309,10 @@ class Journal:
             sql += " WHERE run_id=?"
             params = (run_id,)
         keys = ("id", "at", "run_id", "study_uid", "sop_uid", "kind", "code", "detail")
-        return [dict(zip(keys, r, strict=True)) for r in self._conn.execute(sql + " ORDER BY id", params)]
+        return [
+            dict(zip(keys, r, strict=True))
+            for r in self._conn.execute(sql + " ORDER BY id", params)
+        ]
 
     def sent_timeline(self) -> list[tuple[str, int]]:
         """(timestamp, run_id) of every instance stored, in order: for throughput charts."""
@@ -311,7 +335,15 @@ class Journal:
             self._conn.execute(
                 "INSERT OR REPLACE INTO verifications(run_id, study_uid, status, expected_instances, "
                 "found_instances, detail, at) VALUES(?,?,?,?,?,?,?)",
-                (run_id, study_uid, status, expected, found, json.dumps(detail, sort_keys=True), now()),
+                (
+                    run_id,
+                    study_uid,
+                    status,
+                    expected,
+                    found,
+                    json.dumps(detail, sort_keys=True),
+                    now(),
+                ),
             )
 
     def latest_verification(self) -> tuple[RunRow, dict[str, dict[str, Any]]] | None:

@@ -30,7 +30,11 @@ def header_for(spec: Spec, created_at: str) -> PlanHeader:
         spec_digest=spec_digest(spec),
         created_at=created_at,
         source=Endpoint(
-            kind=src.kind, ae_title=src.ae_title, host=src.host, port=src.port, retrieve=src.retrieve
+            kind=src.kind,
+            ae_title=src.ae_title,
+            host=src.host,
+            port=src.port,
+            retrieve=src.retrieve,
         ),
         destination=Endpoint(ae_title=dst.ae_title, host=dst.host, port=dst.port),
         spec=spec.document,
@@ -83,7 +87,9 @@ def build_action(study: StudyRecord, holdings: Holdings | None) -> StudyAction:
         study_date=study.study_date,
         accession=study.accession,
         description=study.description,
-        modalities=tuple(sorted(set(study.modalities) | {s.modality for s in study.series if s.modality})),
+        modalities=tuple(
+            sorted(set(study.modalities) | {s.modality for s in study.series if s.modality})
+        ),
         series=tuple(
             ExpectedSeries(
                 series_uid=s.series_uid,

@@ -182,8 +182,10 @@ def dumps(plan: Plan) -> str:
     lines = [json.dumps(a, sort_keys=True, ensure_ascii=False) for a in d["actions"]]
     head_text = json.dumps(head, sort_keys=True, indent=1, ensure_ascii=False)
     body = ",\n  ".join(lines)
-    return head_text[:-2] + ',\n "actions": [\n  ' + body + "\n ]\n}\n" if lines else (
-        head_text[:-2] + ',\n "actions": []\n}\n'
+    return (
+        head_text[:-2] + ',\n "actions": [\n  ' + body + "\n ]\n}\n"
+        if lines
+        else (head_text[:-2] + ',\n "actions": []\n}\n')
     )
 
 
@@ -212,7 +214,9 @@ def loads(text: str, *, where: str = "<plan>", check_integrity: bool = True) -> 
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
         path = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise PlanError(f"{where}: plan fails its schema at {path}: {error.message.splitlines()[0]}")
+        raise PlanError(
+            f"{where}: plan fails its schema at {path}: {error.message.splitlines()[0]}"
+        )
     plan = Plan(
         header=header_from_dict(doc["header"]),
         actions=tuple(action_from_dict(a) for a in doc["actions"]),

@@ -12,7 +12,16 @@ from pacsmig.plan.codec import fingerprint
 from pacsmig.plan.model import REASONS, Plan, summarize
 
 # Study statuses in the order a reader should look at them.
-STATUS_ORDER = ("missing", "failed", "refused", "held", "not_applied", "unverified", "verified", "skipped")
+STATUS_ORDER = (
+    "missing",
+    "failed",
+    "refused",
+    "held",
+    "not_applied",
+    "unverified",
+    "verified",
+    "skipped",
+)
 STATUS_LABEL = {
     "verified": "verified",
     "missing": "missing at destination",
@@ -58,7 +67,7 @@ def build_context(
         totals["sent"] += states.get(SENT, 0)
         totals["present"] += states.get(PRESENT, 0)
         totals["failed"] += states.get(FAILED, 0)
-        series = []
+        series: list[dict[str, Any]] = []
         detail = check["detail"] if check else None
         found_by_series = {s["series_uid"]: s for s in detail["series"]} if detail else {}
         for s in action.series:
@@ -157,7 +166,9 @@ def build_context(
         ),
         "totals": {
             "studies": len(plan.actions),
-            "instances_planned": sum(a.instance_count for a in plan.actions if a.action == "migrate"),
+            "instances_planned": sum(
+                a.instance_count for a in plan.actions if a.action == "migrate"
+            ),
             "sent": totals["sent"],
             "present": totals["present"],
             "failed": totals["failed"],
@@ -168,7 +179,9 @@ def build_context(
             for s in STATUS_ORDER
             if status_counts.get(s, 0)
         ],
-        "failure_reasons": [{"reason": k, "instances": v} for k, v in failure_reasons.most_common()],
+        "failure_reasons": [
+            {"reason": k, "instances": v} for k, v in failure_reasons.most_common()
+        ],
         "complete": complete,
         "accounted": accounted,
         "studies": rows,

@@ -59,7 +59,9 @@ def _parse_yaml(text: str, source_name: str) -> Any:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{source_name}{line}: not valid YAML: {exc.problem or exc.context}") from None
+        raise SpecError(
+            f"{source_name}{line}: not valid YAML: {exc.problem or exc.context}"
+        ) from None
     except YAMLError as exc:
         raise SpecError(f"{source_name}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if node is None:
@@ -163,9 +165,11 @@ def _describe(error: jsonschema.ValidationError, data: Any, source_name: str) ->
 
 def _expected(error: jsonschema.ValidationError) -> str:
     schema = error.schema if isinstance(error.schema, dict) else {}
-    got = repr(error.instance) if not isinstance(error.instance, dict | list) else type(
-        error.instance
-    ).__name__
+    got = (
+        repr(error.instance)
+        if not isinstance(error.instance, dict | list)
+        else type(error.instance).__name__
+    )
     validator = error.validator
     if validator == "enum":
         return f"got {got}, expected one of: {', '.join(map(str, schema.get('enum', [])))}"
@@ -180,7 +184,7 @@ def _expected(error: jsonschema.ValidationError) -> str:
         return f"got {got}, expected {desc}"
     if validator in {"minLength", "maxLength", "minItems", "maxItems", "uniqueItems"}:
         return f"got {got}: {error.message}"
-    return error.message.splitlines()[0]
+    return str(error.message).splitlines()[0]
 
 
 def spec_from_mapping(
@@ -188,7 +192,9 @@ def spec_from_mapping(
 ) -> Spec:
     """Validate a parsed document (CommentedMap keeps line numbers) and build the Spec."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source_name}: the spec must be a mapping of keys, got {type(data).__name__}")
+        raise SpecError(
+            f"{source_name}: the spec must be a mapping of keys, got {type(data).__name__}"
+        )
     plain = _plain(data)
     validator = jsonschema.Draft202012Validator(load_schema("spec.schema.json"))
     errors = list(validator.iter_errors(plain))
@@ -231,7 +237,9 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
         version=doc["version"],
         name=doc["name"],
         local=LocalAE(
-            ae_title=local_doc["ae_title"], port=local_doc.get("port"), bind=local_doc.get("bind", "")
+            ae_title=local_doc["ae_title"],
+            port=local_doc.get("port"),
+            bind=local_doc.get("bind", ""),
         ),
         source=DimseSource(retrieve=src.get("retrieve", "c-get"), **_endpoint_args(src)),
         destination=Endpoint(**_endpoint_args(doc["destination"])),
