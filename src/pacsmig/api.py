@@ -22,6 +22,7 @@ from pacsmig.plan.approval import Approval, check_approval, read_approval, write
 from pacsmig.plan.build import build_plan
 from pacsmig.plan.codec import fingerprint, read_plan, write_plan
 from pacsmig.plan.model import Plan
+from pacsmig.reconcile.reconcile import load_inputs, reconcile
 from pacsmig.spec.load import load_spec
 from pacsmig.verify.counts import Progress as VerifyProgress
 from pacsmig.verify.counts import VerifyResult, verify_plan
@@ -47,9 +48,19 @@ def plan(
 ) -> PlanOutcome:
     """Inventory the source and the destination and write the plan."""
     spec = load_spec(spec_path)
+    # Read the orders first: a malformed export should fail before any PACS is queried.
+    ris_inputs = load_inputs(spec.ris) if spec.ris else None
     studies = inventory_source(spec, progress)
+    reconciled = reconcile(spec.ris, studies, ris_inputs) if spec.ris and ris_inputs else None
     holdings = destination_holdings(spec, [s.study_uid for s in studies], progress)
-    result = build_plan(spec, studies, holdings, created_at=created_at or utc_now())
+    result = build_plan(
+        spec,
+        studies,
+        holdings,
+        created_at=created_at or utc_now(),
+        reconciled=reconciled,
+        inputs=ris_inputs.digests if ris_inputs else None,
+    )
     out = Path(out_path)
     fp = write_plan(result, out)
     return PlanOutcome(plan=result, path=out, fingerprint=fp)
@@ -59,6 +70,24 @@ def show(plan_path: str | Path) -> tuple[Plan, Approval | None]:
     path = Path(plan_path)
     p = read_plan(path)
     return p, read_approval(path)
+
+
+def review(plan_path: str | Path, out_path: str | Path) -> Path:
+    """Write the change review of a plan: holds, matches and every correction, as HTML."""
+    from dataclasses import asdict
+
+    from pacsmig.plan.codec import atomic_write
+    from pacsmig.report.review import render_review, review_context
+
+    path = Path(plan_path)
+    p = read_plan(path)
+    approval = read_approval(path)
+    fp = fingerprint(p)
+    approval_doc = {**asdict(approval), "matches": approval.fingerprint == fp} if approval else None
+    context = review_context(p, fingerprint=fp, generated_at=utc_now(), approval=approval_doc)
+    out = Path(out_path)
+    atomic_write(out, render_review(context))
+    return out
 
 
 def approve(plan_path: str | Path, by: str, note: str = "", *, auto: bool = False) -> Approval:

@@ -8,6 +8,7 @@ again, so apply is idempotent and resumes after a crash or Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from pacsmig.dicomnet.retrieve import RetrieveRequest, RetrieveResult, c_get, c_
 from pacsmig.dicomnet.scp import StorageSCP
 from pacsmig.dicomnet.status import StoreOutcome
 from pacsmig.dicomnet.store import StoreSession, open_store
-from pacsmig.errors import PacsError
+from pacsmig.errors import PacsError, PacsmigError
 from pacsmig.inventory.dimse import peer_of
 from pacsmig.inventory.model import InstanceRecord
 from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
@@ -220,9 +221,10 @@ class Executor:
             for inst in missing:
                 if inst.sop_uid not in spool.received:
                     self._fail(run_id, inst.sop_uid, None, "not_retrieved", retrieved, result)
-            self._send_all(
-                run_id, spool, [i for i in missing if i.sop_uid in spool.received], result
-            )
+            todo = [i for i in missing if i.sop_uid in spool.received]
+            if action.corrections:
+                todo = self._correct(run_id, action, spool, todo, result)
+            self._send_all(run_id, spool, todo, result)
         finally:
             spool.cleanup()
         if result.failed > failed_before:
@@ -291,6 +293,33 @@ class Executor:
                     )
         bad = [o for o in outcomes if o.status not in (0x0000,)]
         return bad[-1].describe() if bad else "retrieved"
+
+    # -- processing ---------------------------------------------------------------------
+    def _correct(
+        self,
+        run_id: int,
+        action: StudyAction,
+        spool: StudySpool,
+        todo: list[InstanceRecord],
+        result: ApplyResult,
+    ) -> list[InstanceRecord]:
+        """Rewrite the planned attributes in each spooled instance; return those that can go."""
+        from pacsmig.apply.process import apply_corrections
+
+        modified_at = dt.datetime.now(dt.UTC)
+        ready = []
+        for inst in todo:
+            item = spool.received[inst.sop_uid]
+            try:
+                data = apply_corrections(
+                    item.path.read_bytes(), action.corrections, modified_at=modified_at
+                )
+            except (PacsmigError, ValueError, OSError) as exc:
+                self._fail(run_id, inst.sop_uid, None, "correction_failed", str(exc), result)
+                continue
+            spool.replace(inst.sop_uid, data)
+            ready.append(inst)
+        return ready
 
     # -- sending ------------------------------------------------------------------------
     def _send_all(

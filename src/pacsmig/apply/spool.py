@@ -61,6 +61,23 @@ class StudySpool:
             )
         return True
 
+    def replace(self, sop_uid: str, data: bytes) -> None:
+        """New bytes for a spooled instance (after processing), written crash-safe."""
+        with self._lock:
+            item = self.received[sop_uid]
+        tmp = item.path.with_suffix(".part")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, item.path)
+        with self._lock:
+            self.received[sop_uid] = SpooledInstance(
+                sop_uid=item.sop_uid,
+                sop_class_uid=item.sop_class_uid,
+                transfer_syntax=item.transfer_syntax,
+                path=item.path,
+                size=len(data),
+            )
+
     def discard(self, sop_uid: str) -> None:
         with self._lock:
             item = self.received.get(sop_uid)

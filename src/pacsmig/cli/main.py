@@ -101,11 +101,19 @@ def show(
     plan_file: Annotated[
         Path, typer.Argument(metavar="PLAN", help="A plan written by 'pacsmig plan'")
     ],
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the change review (holds, matches, corrections)"),
+    ] = None,
 ) -> None:
     """Show a plan as a table, holds first."""
     with _errors():
         p, approval = api.show(plan_file)
+        if html is not None:
+            api.review(plan_file, html)
     render.plan_table(out, p, approval)
+    if html is not None:
+        out.print(f"Change review written to {html}", highlight=False)
 
 
 @app.command()

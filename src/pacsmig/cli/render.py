@@ -93,11 +93,22 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
     table.add_column("series", justify="right")
     table.add_column("instances", justify="right")
     table.add_column("at dest.", justify="right")
+    with_ris = any(a.match is not None for a in plan.actions)
+    if with_ris:
+        table.add_column("order (rule)")
+        table.add_column("corrections")
     # A reviewer copies UIDs from here: never fold or crop them.
     uid_width = max((len(a.study_uid) for a in plan.actions), default=9)
     table.add_column("study UID", no_wrap=True, min_width=uid_width)
     style = {"hold": "yellow", "migrate": "", "skip": "dim"}
     for a in plan.actions:
+        extra: list[str] = []
+        if with_ris:
+            m = a.match or {}
+            order = f"{m['order_id']} ({m.get('rule')})" if m.get("order_id") else ", ".join(
+                m.get("candidates") or []
+            )
+            extra = [escape(order), escape(", ".join(c.keyword for c in a.corrections))]
         table.add_row(
             a.action,
             a.reason,
@@ -109,6 +120,7 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
             _n(a.series_count),
             _n(a.instance_count),
             _n(a.found_at_destination),
+            *extra,
             escape(a.study_uid),
             style=style[a.action],
         )
@@ -186,6 +198,11 @@ def verify_summary(console: Console, r: VerifyResult) -> None:
             f"found {c.found_instances}",
             highlight=False,
         )
+        for d in c.attributes:
+            console.print(
+                f"    {d.keyword}: planned {escape(d.expected)!r}, found {escape(d.found)!r}",
+                highlight=False,
+            )
         for uid in c.missing[:50]:
             console.print(f"    missing {escape(uid)}", highlight=False)
         if len(c.missing) > 50:

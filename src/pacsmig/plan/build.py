@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pacsmig import __version__
 from pacsmig.inventory.model import Holdings, StudyRecord
@@ -15,6 +16,7 @@ from pacsmig.plan.model import (
     PlanHeader,
     StudyAction,
 )
+from pacsmig.reconcile.reconcile import Reconciled
 from pacsmig.spec.model import Spec
 
 
@@ -22,7 +24,7 @@ def spec_digest(spec: Spec) -> str:
     return digest(spec.document)
 
 
-def header_for(spec: Spec, created_at: str) -> PlanHeader:
+def header_for(spec: Spec, created_at: str, inputs: Mapping[str, Any] | None = None) -> PlanHeader:
     src, dst = spec.source, spec.destination
     return PlanHeader(
         name=spec.name,
@@ -38,6 +40,7 @@ def header_for(spec: Spec, created_at: str) -> PlanHeader:
         ),
         destination=Endpoint(ae_title=dst.ae_title, host=dst.host, port=dst.port),
         spec=spec.document,
+        inputs=dict(inputs or {}),
     )
 
 
@@ -73,8 +76,30 @@ def decide(study: StudyRecord, holdings: Holdings | None) -> tuple[Action, str, 
     )
 
 
-def build_action(study: StudyRecord, holdings: Holdings | None) -> StudyAction:
-    action, reason, detail = decide(study, holdings)
+def _reconciled(
+    decision: tuple[Action, str, str], rec: Reconciled, holdings: Holdings | None
+) -> tuple[Action, str, str]:
+    action, reason, detail = decision
+    if action == "hold":  # a conflict at the source outranks anything the orders say
+        return decision
+    if rec.hold_reason:
+        candidates = rec.match.get("candidates") or []
+        text = f"candidates: {', '.join(candidates)}" if candidates else ""
+        return "hold", rec.hold_reason, text
+    if rec.skip_reason:
+        return "skip", rec.skip_reason, ""
+    if rec.corrections and holdings is not None and holdings.instance_count:
+        # Sending corrected copies next to uncorrected ones would leave two versions of the
+        # truth at the destination: a person decides (correct it there, or delete and re-plan).
+        return "hold", "corrections_at_destination", f"{holdings.instance_count} instances there"
+    return decision
+
+
+def build_action(
+    study: StudyRecord, holdings: Holdings | None, rec: Reconciled | None = None
+) -> StudyAction:
+    decision = decide(study, holdings)
+    action, reason, detail = _reconciled(decision, rec, holdings) if rec else decision
     return StudyAction(
         study_uid=study.study_uid,
         action=action,
@@ -101,6 +126,8 @@ def build_action(study: StudyRecord, holdings: Holdings | None) -> StudyAction:
             for s in sorted(study.series, key=lambda s: s.series_uid)
         ),
         found_at_destination=holdings.instance_count if holdings else 0,
+        corrections=rec.corrections if rec else (),
+        match=rec.match if rec else None,
     )
 
 
@@ -110,9 +137,12 @@ def build_plan(
     holdings: Mapping[str, Holdings],
     *,
     created_at: str,
+    reconciled: Mapping[str, Reconciled] | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> Plan:
-    actions = [build_action(s, holdings.get(s.study_uid)) for s in studies]
+    rec = reconciled or {}
+    actions = [build_action(s, holdings.get(s.study_uid), rec.get(s.study_uid)) for s in studies]
     # Deterministic order: holds first (a person must look at them), then by study date, UID.
     order = {"hold": 0, "migrate": 1, "skip": 2}
     actions.sort(key=lambda a: (order[a.action], a.study_date, a.study_uid))
-    return Plan(header=header_for(spec, created_at), actions=tuple(actions))
+    return Plan(header=header_for(spec, created_at, inputs), actions=tuple(actions))

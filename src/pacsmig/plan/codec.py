@@ -129,6 +129,7 @@ def header_to_dict(h: PlanHeader) -> dict[str, Any]:
         "source": _endpoint_dict(h.source),
         "destination": _endpoint_dict(h.destination),
         "spec": h.spec,
+        **({"inputs": h.inputs} if h.inputs else {}),
     }
 
 
@@ -151,6 +152,7 @@ def header_from_dict(d: dict[str, Any]) -> PlanHeader:
         source=_endpoint_from(d["source"]),
         destination=_endpoint_from(d["destination"]),
         spec=d["spec"],
+        inputs=d.get("inputs", {}),
     )
 
 

@@ -17,6 +17,17 @@ REASONS: dict[str, str] = {
     "empty_study": "the source reports no instances",
     "patient_id_conflict": "the same Study Instance UID is filed under more than one Patient ID",
     "more_at_destination": "the destination holds more instances than the source",
+    # HIS/RIS reconciliation
+    "ambiguous_candidates": "more than one order fits; a person must choose (see candidates)",
+    "order_claimed_twice": "the same order fits more than one study",
+    "identity_conflict": "an order fits by accession or patient ID but the patient differs",
+    "patient_conflict": "the archive files this study under more than one patient ID",
+    "no_order": "no order fits this study",
+    "override_skip": "a person decided not to migrate this study (override)",
+    "override_unknown_order": "the override names an order that is not in the order list",
+    "corrections_at_destination": (
+        "the destination already holds this study with the attributes the plan corrects"
+    ),
 }
 
 
@@ -90,6 +101,7 @@ class PlanHeader:
     source: Endpoint
     destination: Endpoint
     spec: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,7 @@ from pacsmig.plan.model import REASONS, Plan, summarize
 # Study statuses in the order a reader should look at them.
 STATUS_ORDER = (
     "missing",
+    "attributes",
     "failed",
     "refused",
     "held",
@@ -25,6 +26,7 @@ STATUS_ORDER = (
 STATUS_LABEL = {
     "verified": "verified",
     "missing": "missing at destination",
+    "attributes": "attributes differ from plan",
     "failed": "failed",
     "refused": "refused",
     "held": "held for review",
@@ -104,6 +106,8 @@ def build_context(
                 "series": series,
                 "missing_count": sum(len(s["missing"]) for s in series),
                 "extra_instances": detail["extra_instances"] if detail else 0,
+                "attribute_diffs": list(detail.get("attributes", [])) if detail else [],
+                "match": _match(action.match),
                 "failures": failures,
                 "refusal": jstate[2] if jstate and jstate[0] == "refused" else "",
                 "corrections": [
@@ -114,7 +118,7 @@ def build_context(
         )
     rows.sort(key=lambda r: (STATUS_ORDER.index(r["status"]), r["study_date"], r["study_uid"]))
     accounted = sum(status_counts.values()) == len(plan.actions)
-    complete = all(r["status"] in ("verified", "skipped") for r in rows) and verify_run is not None
+    complete = verify_run is not None and all(r["status"] in ("verified", "skipped") for r in rows)
     return {
         "title": f"pacsmig report: {plan.header.name}",
         "generated_at": generated_at,
@@ -173,6 +177,7 @@ def build_context(
             "present": totals["present"],
             "failed": totals["failed"],
             "missing": sum(r["missing_count"] for r in rows),
+            "attribute_studies": sum(1 for r in rows if r["attribute_diffs"]),
         },
         "status_counts": [
             {"status": s, "label": STATUS_LABEL[s], "studies": status_counts.get(s, 0)}
@@ -200,6 +205,8 @@ def _status(
     if action == "skip" and reason != "already_complete":
         return "skipped"
     if check is not None:
+        if check["status"] == "attributes_differ":
+            return "attributes"
         if check["status"] != "verified":
             return "missing"
         return "verified"
@@ -212,6 +219,18 @@ def _status(
     if jstate is None:
         return "not_applied"
     return "unverified"
+
+
+def _match(match: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not match:
+        return None
+    return {
+        "order_id": match.get("order_id") or "",
+        "rule": match.get("rule") or "",
+        "score": "" if match.get("score") is None else f"{match['score']:.2f}",
+        "hold_reason": match.get("hold_reason") or "",
+        "candidates": list(match.get("candidates") or []),
+    }
 
 
 def _endpoint(e: Any) -> dict[str, Any]:

@@ -188,6 +188,8 @@ def _row(a: StudyAction) -> dict[str, Any]:
         "candidates": _candidates(m.get("candidates")) if m else [],
         "corrections": corrections,
         "pattern": " + ".join(keywords),
+        # Text lines the row needs at least; the page estimates off-screen heights from it.
+        "lines": max(2, len(corrections), len(_candidates(m.get("candidates")) if m else ())),
     }
 
 
@@ -335,20 +337,19 @@ def _group(
         for i, p in enumerate(sorted(sizes, key=lambda p: (p == "", -sizes[p], p)))
     }
     studies = sorted(members, key=lambda r: rank[r["pattern"]])
-    patterns = [
-        {
-            "label": p or "no corrections",
-            "keywords": p.split(" + ") if p else [],
-            "count": sizes[p],
-            "corrected": p != "",
-        }
-        for p in sorted(sizes, key=rank.__getitem__)
-    ]
-    chunks = []
+    patterns = []
     start = 0
-    for p in patterns:
-        chunks.append({**p, "studies": studies[start : start + p["count"]]})
-        start += p["count"]
+    for p in sorted(sizes, key=rank.__getitem__):
+        patterns.append(
+            {
+                "label": p or "no corrections",
+                "keywords": p.split(" + ") if p else [],
+                "count": sizes[p],
+                "corrected": p != "",
+                "studies": studies[start : start + sizes[p]],
+            }
+        )
+        start += sizes[p]
     corrected = sum(1 for r in members if r["corrections"])
     return {
         "id": f"g{n}",
@@ -360,8 +361,9 @@ def _group(
         "corrected": corrected,
         "corrections": sum(len(r["corrections"]) for r in members),
         "instances": sum(r["instances"] for r in members),
-        "patterns": chunks,
-        "open": kind == "hold" or len(members) <= 500,
+        "patterns": patterns,
+        # Closed only when nothing in it needs a look: many studies, none changed, none held.
+        "open": kind == "hold" or corrected > 0 or len(members) <= 200,
     }
 
 

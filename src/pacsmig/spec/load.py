@@ -21,7 +21,16 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pacsmig.errors import SpecError
 from pacsmig.resources import load_schema
-from pacsmig.spec.model import DEFAULT_TIMEOUT, DimseSource, Endpoint, LocalAE, Select, Spec
+from pacsmig.spec.model import (
+    DEFAULT_CORRECT,
+    DEFAULT_TIMEOUT,
+    DimseSource,
+    Endpoint,
+    LocalAE,
+    RisSpec,
+    Select,
+    Spec,
+)
 
 _CORE_TAGS = {
     "tag:yaml.org,2002:str",
@@ -233,6 +242,7 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
         line = _line_of(data, ["select", "study_date"])
         raise SpecError(f"{source_name} line {line}: select.study_date: 'from' is after 'to'")
     journal = doc.get("journal")
+    ris = _ris(doc.get("ris"), base_dir, source_name, data)
     return Spec(
         version=doc["version"],
         name=doc["name"],
@@ -249,6 +259,47 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
             modalities=tuple(select_doc.get("modalities", ())),
         ),
         journal=(base_dir / journal) if journal else None,
+        ris=ris,
         document=doc,
         base_dir=base_dir,
+    )
+
+
+def _ris(doc: dict[str, Any] | None, base_dir: Path, source_name: str, data: Any) -> RisSpec | None:
+    if doc is None:
+        return None
+    fmt = doc.get("format", "csv")
+    if fmt == "csv" and "columns" not in doc:
+        line = _line_of(data, ["ris"])
+        raise SpecError(
+            f"{source_name} line {line}: ris.columns: required for format csv (which column "
+            "holds order_id, accession, patient_id, ...)"
+        )
+    from pacsmig.reconcile.match import DEFAULT_RULES, parse_match_rules
+
+    if "match" in doc:
+        try:
+            parse_match_rules(doc["match"])
+        except SpecError as exc:
+            line = _line_of(data, ["ris", "match"])
+            raise SpecError(f"{source_name} line {line}: {exc}") from None
+        match = tuple(dict(m) for m in doc["match"])
+    else:
+        match = tuple(
+            {"rule": r.rule, "date_window_days": r.date_window_days, "min_similarity": r.min_similarity}
+            if r.rule == "demographics"
+            else {"rule": r.rule, "date_window_days": r.date_window_days}
+            if r.rule == "patient-date-modality"
+            else {"rule": r.rule}
+            for r in DEFAULT_RULES
+        )
+    overrides = doc.get("overrides")
+    return RisSpec(
+        orders=base_dir / doc["orders"],
+        format=fmt,
+        columns=dict(doc.get("columns", {})),
+        match=match,
+        unmatched=doc.get("unmatched", "hold"),
+        overrides=(base_dir / overrides) if overrides else None,
+        correct=tuple(doc.get("correct", DEFAULT_CORRECT)),
     )

@@ -49,6 +49,29 @@ class Select:
         return f"{self.date_from or ''}-{self.date_to or ''}"
 
 
+DEFAULT_CORRECT = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyDescription",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RisSpec:
+    """HIS/RIS reconciliation settings; paths are resolved against the spec's folder."""
+
+    orders: Path
+    format: Literal["csv", "hl7"] = "csv"
+    columns: dict[str, str] = field(default_factory=dict)
+    match: tuple[dict[str, Any], ...] = ()
+    unmatched: Literal["hold", "migrate-as-is"] = "hold"
+    overrides: Path | None = None
+    correct: tuple[str, ...] = DEFAULT_CORRECT
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Spec:
     version: int
@@ -58,6 +81,7 @@ class Spec:
     destination: Endpoint
     select: Select = field(default_factory=Select)
     journal: Path | None = None
+    ris: RisSpec | None = None
     # The validated document as plain data: it is embedded in the plan so a saved plan
     # carries its inputs.
     document: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -15,6 +15,34 @@ from pacsmig.plan.model import Plan, StudyAction
 from pacsmig.spec.load import spec_from_mapping
 
 VERIFIED, MISSING_STATUS, NOT_FOUND = "verified", "missing", "not_found"
+ATTRIBUTES_DIFFER = "attributes_differ"
+
+# (DICOM keyword, StudyAction field): what the destination's study-level C-FIND must return.
+CHECKED_ATTRIBUTES = (
+    ("PatientID", "patient_id"),
+    ("PatientName", "patient_name"),
+    ("PatientBirthDate", "birth_date"),
+    ("PatientSex", "sex"),
+    ("AccessionNumber", "accession"),
+    ("StudyDate", "study_date"),
+    ("StudyDescription", "description"),
+)
+_RECORD_FIELD = {
+    "patient_id": "patient_id",
+    "patient_name": "patient_name",
+    "birth_date": "birth_date",
+    "sex": "sex",
+    "accession": "accession",
+    "study_date": "study_date",
+    "description": "description",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttributeDiff:
+    keyword: str
+    expected: str
+    found: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +61,7 @@ class StudyCheck:
     found_instances: int
     series: tuple[SeriesCheck, ...] = ()
     extra_instances: int = 0
+    attributes: tuple[AttributeDiff, ...] = ()
     note: str = ""
 
     @property
@@ -112,10 +141,13 @@ def check_study(
     )
     total_found = sum(found.values())
     any_missing = any(s.missing or s.found < s.expected for s in series_checks)
+    diffs = attribute_diffs(action, dest) if found else ()
     if not found:
         status = NOT_FOUND
     elif any_missing:
         status = MISSING_STATUS
+    elif diffs:
+        status = ATTRIBUTES_DIFFER
     else:
         status = VERIFIED
     note = f"{extra} instances at the destination not in the plan" if extra else ""
@@ -126,8 +158,37 @@ def check_study(
         found_instances=total_found,
         series=tuple(series_checks),
         extra_instances=extra,
+        attributes=diffs,
         note=note,
     )
+
+
+def _canonical(keyword: str, value: str) -> str:
+    value = value.strip()
+    if keyword == "PatientName":
+        # PN: trailing empty components and padding are not part of the value (PS3.5 6.2.1).
+        value = "=".join(group.rstrip("^ ") for group in value.split("=")).rstrip("=")
+    return value
+
+
+def attribute_diffs(action: StudyAction, dest: FindSession) -> tuple[AttributeDiff, ...]:
+    """Key attributes at the destination against the plan's values after its corrections."""
+    records = dest.studies(study_uid=action.study_uid)
+    if not records:
+        return ()
+    found = records[0]
+    diffs = []
+    for keyword, field_name in CHECKED_ATTRIBUTES:
+        expected = action.expected_value(keyword, getattr(action, field_name))
+        got = getattr(found, _RECORD_FIELD[field_name])
+        if _canonical(keyword, expected) != _canonical(keyword, got):
+            diffs.append(AttributeDiff(keyword=keyword, expected=expected, found=got))
+    if len(records) > 1 or found.other_patient_ids:
+        ids = sorted({r.patient_id for r in records} | set(found.other_patient_ids))
+        diffs.append(
+            AttributeDiff(keyword="PatientID", expected=action.expected_value("PatientID", action.patient_id), found="\\".join(ids))
+        )
+    return tuple(diffs)
 
 
 def verify_plan(plan: Plan, journal: Journal, progress: Progress | None = None) -> VerifyResult:

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
+
+
+def test_hostile_uids_round_trip_through_bound_parameters(tmp_path: Path) -> None:
+    evil = "1.2'); DROP TABLE instances; --"
+    with Journal.open(tmp_path / "j.sqlite") as j:
+        run = j.start_run("apply", "f" * 64, {"by": "x"})
+        j.plan_instances(run, evil, [(evil + ".1", "1.2\"; --", "1.2.840")])
+        j.set_instance(run, evil + ".1", FAILED, code=0xA700, reason="out_of_resources", detail="'; --")
+        rows = j.instances(evil)
+        assert [(r.sop_uid, r.series_uid, r.state, r.code, r.detail) for r in rows] == [
+            (evil + ".1", "1.2\"; --", FAILED, 0xA700, "'; --")
+        ]
+        j.finish_run(run, "partial")
+    with Journal.open(tmp_path / "j.sqlite") as j:  # reopens: tables intact
+        assert j.runs()[0].outcome == "partial"
+        assert len(j.instances()) == 1
+
+
+def test_planning_keeps_existing_states_and_events_record_history(tmp_path: Path) -> None:
+    with Journal.open(tmp_path / "j.sqlite") as j:
+        run = j.start_run("apply", "a" * 64, None)
+        j.plan_instances(run, "1", [("1.1", "1.0", "c"), ("1.2", "1.0", "c")])
+        j.set_instance(run, "1.1", SENT, code=0)
+        j.plan_instances(run, "1", [("1.1", "1.0", "c"), ("1.2", "1.0", "c")])
+        j.set_instances(run, ["1.2"], PRESENT, "already_at_destination")
+        states = {r.sop_uid: r.state for r in j.instances("1")}
+        assert states == {"1.1": SENT, "1.2": PRESENT}
+        kinds = [e["kind"] for e in j.events(run) if e["sop_uid"]]
+        assert kinds == ["sent"]
