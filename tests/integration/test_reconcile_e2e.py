@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -43,15 +44,18 @@ def test_corrections_reach_the_destination_with_original_attributes(site: Site) 
     for f in files:
         assert site.source.upload(f)
     (s1, d1), (s2, d2), (s3, d3) = _studies(files).items()
-    # Study 1: found by accession; the RIS knows the patient under a merged MRN and a fixed name.
-    # Study 2: no accession in the RIS; found by patient, date and modality; accession corrected.
+    # Study 1: found by accession; the RIS knows the patient under a merged MRN.
+    # Study 2: no accession in the RIS; found by patient, date and modality; accession and a
+    # misspelt given name corrected.
     # Study 3: no order at all: held for a person.
+    family1, given1 = str(d1.PatientName).split("^")[:2]
+    family2, given2 = str(d2.PatientName).split("^")[:2]
     orders = site.work / "orders.csv"
     orders.write_text(
         "ORDER_ID,ACC_NO,MRN,PAT_NAME,DOB,SEX,EXAM_DATE,MODALITY,PROC_DESC\n"
-        f"O-1,{d1.AccessionNumber},MRN-NEW-1,\"{str(d1.PatientName).split('^')[0]}, CORRECTED\","
+        f"O-1,{d1.AccessionNumber},MRN-NEW-1,\"{family1}, {given1}\","
         f"{d1.PatientBirthDate},{d1.PatientSex},{d1.StudyDate},{d1.Modality},CT HEAD\n"
-        f"O-2,RIS-ACC-2,{d2.PatientID},{d2.PatientName},{d2.PatientBirthDate},{d2.PatientSex},"
+        f"O-2,RIS-ACC-2,{d2.PatientID},{family2}^{given2}X,{d2.PatientBirthDate},{d2.PatientSex},"
         f"{d2.StudyDate},{d2.Modality},\n"
     )
     spec = site.spec(extra=RIS_BLOCK)
@@ -64,14 +68,15 @@ def test_corrections_reach_the_destination_with_original_attributes(site: Site) 
     assert actions[s1]["match"] == {"order_id": "O-1", "rule": "accession", "score": 1.0}
     assert actions[s2]["match"]["rule"] == "patient-date-modality"
     c1 = {c["keyword"]: (c["before"], c["after"]) for c in actions[s1]["corrections"]}
-    family = str(d1.PatientName).split("^")[0]
     assert c1 == {
         "PatientID": (str(d1.PatientID), "MRN-NEW-1"),
-        "PatientName": (str(d1.PatientName), f"{family}^CORRECTED"),
         "StudyDescription": (str(d1.StudyDescription), "CT HEAD"),
     }
     c2 = {c["keyword"]: (c["before"], c["after"]) for c in actions[s2]["corrections"]}
-    assert c2 == {"AccessionNumber": (str(d2.AccessionNumber), "RIS-ACC-2")}
+    assert c2 == {
+        "AccessionNumber": (str(d2.AccessionNumber), "RIS-ACC-2"),
+        "PatientName": (str(d2.PatientName), f"{family2}^{given2}X"),
+    }
     assert doc["header"]["inputs"]["orders"]["file"] == "orders.csv"
 
     # The same inputs plan to the same fingerprint.
@@ -95,18 +100,17 @@ def test_corrections_reach_the_destination_with_original_attributes(site: Site) 
         got = read(site.dest.instance_file(uid))
         original = read(moved[uid])
         if str(got.StudyInstanceUID) == s1:
-            assert (got.PatientID, str(got.PatientName), got.StudyDescription) == (
-                "MRN-NEW-1", f"{family}^CORRECTED", "CT HEAD"
-            )
+            assert (got.PatientID, got.StudyDescription) == ("MRN-NEW-1", "CT HEAD")
             assert got.AccessionNumber == original.AccessionNumber
             item = got.OriginalAttributesSequence[-1]
             assert item.ModifyingSystem == "pacsmig" and item.ReasonForTheAttributeModification == "COERCE"
             old = item.ModifiedAttributesSequence[0]
-            assert (old.PatientID, str(old.PatientName)) == (original.PatientID, str(original.PatientName))
+            assert (old.PatientID, old.StudyDescription) == (original.PatientID, original.StudyDescription)
         else:
-            assert got.AccessionNumber == "RIS-ACC-2"
+            assert (got.AccessionNumber, str(got.PatientName)) == ("RIS-ACC-2", f"{family2}^{given2}X")
             assert got.PatientID == original.PatientID
-            assert got.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].AccessionNumber == original.AccessionNumber
+            old = got.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0]
+            assert (old.AccessionNumber, str(old.PatientName)) == (original.AccessionNumber, str(original.PatientName))
         # Nothing else changed: pixels and every other element.
         assert got.PixelData == original.PixelData
         changed = {"PatientID", "PatientName", "StudyDescription", "AccessionNumber", "OriginalAttributesSequence", "SpecificCharacterSet"}
@@ -120,7 +124,15 @@ def test_corrections_reach_the_destination_with_original_attributes(site: Site) 
     assert "held for review" in report.read_text()
 
     # Change a corrected attribute behind pacsmig's back: verify names it.
-    study_id = site.dest.study_id_for(s2)
-    site.dest.rest_post(f"/studies/{study_id}/modify", {"Replace": {"AccessionNumber": "TAMPERED"}, "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"], "KeepSource": False, "Force": True})
+    tampered = []
+    for uid in sorted(site.dest.instances_of_study(s2)):
+        ds = read(site.dest.instance_file(uid))
+        ds.AccessionNumber = "TAMPERED"
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        tampered.append(buf.getvalue())
+    site.dest.rest_delete(f"/studies/{site.dest.study_id_for(s2)}")
+    for data in tampered:
+        assert site.dest.upload(data)
     out = run_cli("verify", plan, check=1).stdout
     assert "attributes" in out and "AccessionNumber" in out

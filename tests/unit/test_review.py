@@ -119,7 +119,12 @@ def sample_plan() -> Plan:
             study("50", match=held("no_order")),
             study("51", "skip", "override_skip", match=held("override_skip")),
             study("52", "skip", "already_complete", match=matched("ORD-52", "accession")),
-            study("60", "hold", "ambiguous_candidates", match=held("ambiguous_candidates", "ORD1", "ORD2")),
+            study(
+                "60",
+                "hold",
+                "ambiguous_candidates",
+                match=held("ambiguous_candidates", "ORD1", "ORD2"),
+            ),
             study("61", "hold", "order_claimed_twice", match=held("order_claimed_twice", "ORD-X")),
             study("62", "hold", "identity_conflict", match=held("identity_conflict", "ORD-Y")),
             study("63", "hold", "patient_id_conflict", match=held("patient_conflict")),
@@ -177,7 +182,9 @@ class Page(HTMLParser):
 
 
 def render(plan: Plan, approval: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
-    ctx = review_context(plan, fingerprint=FP, generated_at="2026-01-03T00:00:00Z", approval=approval)
+    ctx = review_context(
+        plan, fingerprint=FP, generated_at="2026-01-03T00:00:00Z", approval=approval
+    )
     return ctx, render_review(ctx)
 
 
@@ -203,7 +210,11 @@ def test_summary_counts() -> None:
     ctx, _ = render(sample_plan())
     sm = ctx["summary"]
     assert sm["studies"] == 14
-    assert {a["action"]: a["studies"] for a in sm["by_action"]} == {"hold": 4, "migrate": 8, "skip": 2}
+    assert {a["action"]: a["studies"] for a in sm["by_action"]} == {
+        "hold": 4,
+        "migrate": 8,
+        "skip": 2,
+    }
     assert {r["rule"]: r["studies"] for r in sm["by_rule"]} == {
         "accession": 5,
         "patient-date-modality": 1,
@@ -256,7 +267,9 @@ def test_group_order_and_sorting() -> None:
     uids = [s["study_uid"] for p in accession["patterns"] for s in p["studies"]]
     assert uids == ["1.2.840.10", "1.2.840.13", "1.2.840.11", "1.2.840.12", "1.2.840.52"]
     first = accession["patterns"][0]["studies"][0]
-    assert first["order_id"] == "ORD-10" and first["rule"] == "accession" and first["score"] == "1.00"
+    assert (
+        first["order_id"] == "ORD-10" and first["rule"] == "accession" and first["score"] == "1.00"
+    )
     assert first["corrections"][0] == {
         "keyword": "PatientName",
         "before": "DOE^JON",
@@ -274,6 +287,12 @@ def test_group_order_and_sorting() -> None:
     assert override["score"] == ""
     hold = ctx["groups"][0]["patterns"][0]["studies"][0]
     assert hold["candidates"] == ["ORD1", "ORD2"] and hold["order_id"] == ""
+    # Unusual actions say why under the description; an ordinary migration says nothing.
+    already = accession["patterns"][2]["studies"][1]
+    assert already["note"] == "Already complete at the destination."
+    assert first["note"] == ""
+    skipped = ctx["groups"][9]["patterns"][0]["studies"][0]
+    assert skipped["note"] == HOLD_REASONS["override_skip"]
 
 
 def test_holds_precede_matches_in_document_order() -> None:
@@ -283,8 +302,12 @@ def test_holds_precede_matches_in_document_order() -> None:
     positions = [page.ids.index(gid) for gid in order]
     assert positions == sorted(positions)
     texts = page.text
-    first_match = min(texts.index(u) for u in ("1.2.840.10", "1.2.840.20", "1.2.840.30", "1.2.840.40"))
-    last_hold = max(texts.index(u) for u in ("1.2.840.60", "1.2.840.61", "1.2.840.62", "1.2.840.63"))
+    first_match = min(
+        texts.index(u) for u in ("1.2.840.10", "1.2.840.20", "1.2.840.30", "1.2.840.40")
+    )
+    last_hold = max(
+        texts.index(u) for u in ("1.2.840.60", "1.2.840.61", "1.2.840.62", "1.2.840.63")
+    )
     assert last_hold < first_match
     assert texts.index("Held: ambiguous candidates") < texts.index("Matched by accession number")
     # Candidates of a hold are listed.
@@ -299,7 +322,9 @@ def test_every_correction_appears() -> None:
     inss = _element_texts(html, "ins")
     for a in plan.actions:
         for c in a.corrections:
-            assert (c.before.strip() or "(empty)") in {d.replace("\u2423", "").strip() for d in dels}
+            assert (c.before.strip() or "(empty)") in {
+                d.replace("\u2423", "").strip() for d in dels
+            }
             assert c.after in inss
             assert c.keyword in page.text
 
@@ -348,7 +373,9 @@ def test_signoff_states() -> None:
     plan = no_match_plan()
     ctx, html = render(plan)
     assert ctx["signoff"]["state"] == "none" and "Not signed off." in Page(html).text
-    ctx, html = render(plan, {"by": "Dr <b>X</b>", "at": "2026-01-03", "fingerprint": FP, "note": ""})
+    ctx, html = render(
+        plan, {"by": "Dr <b>X</b>", "at": "2026-01-03", "fingerprint": FP, "note": ""}
+    )
     assert ctx["signoff"]["state"] == "signed"
     assert "Dr &lt;b&gt;X&lt;/b&gt;" in html
     ctx, html = render(plan, {"by": "X", "at": "2026-01-03", "fingerprint": "0" * 64})
@@ -363,7 +390,12 @@ def test_unexpected_match_values_do_not_break_the_page() -> None:
         actions=(
             study("1", match={}),
             study("2", match={"order_id": "O2", "rule": "fancy-new-rule", "score": "high"}),
-            study("3", "hold", "ambiguous_candidates", match={"hold_reason": "ambiguous_candidates", "candidates": "O9"}),
+            study(
+                "3",
+                "hold",
+                "ambiguous_candidates",
+                match={"hold_reason": "ambiguous_candidates", "candidates": "O9"},
+            ),
             study("4", "hold", "brand_new_code", match={"hold_reason": "brand_new_code"}),
         ),
     )
@@ -372,7 +404,7 @@ def test_unexpected_match_values_do_not_break_the_page() -> None:
     assert titles[0] == "Held: ambiguous candidates"
     assert "Held: brand new code" in titles
     assert "Matched by rule fancy-new-rule" in titles
-    assert ctx["reasons"]["brand_new_code"] == "brand new code"
+    assert ctx["reasons"]["brand_new_code"] == "Brand new code."
     assert "O9" in Page(html).text
 
 
@@ -402,3 +434,55 @@ def _element_texts(html: str, tag: str) -> list[str]:
     c.feed(html)
     c.close()
     return [s.strip() for s in c.out]
+
+
+def test_match_shapes_written_by_reconcile() -> None:
+    """The exact match dicts pacsmig.reconcile writes: skip override, migrate-as-is, and a
+    matched study held because the destination already has uncorrected copies."""
+    plan = Plan(
+        header=header(),
+        actions=(
+            study(
+                "1",
+                "skip",
+                "override_skip",
+                match={"order_id": None, "rule": "override", "score": None, "skip": True},
+            ),
+            study(
+                "2",
+                match={
+                    "order_id": None,
+                    "rule": None,
+                    "score": None,
+                    "hold_reason": "",
+                    "candidates": [],
+                    "unmatched": True,
+                },
+            ),
+            study(
+                "3",
+                "hold",
+                "corrections_at_destination",
+                detail="5 instances there",
+                corrections=(("PatientName", "DOE^JON", "DOE^JOHN"),),
+                match=matched("ORD-3", "accession"),
+            ),
+            study("4", match=matched("ORD-4", "accession")),
+        ),
+    )
+    ctx, html = render(plan)
+    groups = [(g["kind"], g["key"]) for g in ctx["groups"]]
+    assert groups == [
+        ("hold", "corrections_at_destination"),
+        ("rule", "accession"),
+        ("none", "no_order"),
+        ("skip", "skip"),
+    ]
+    held_row = ctx["groups"][0]["patterns"][0]["studies"][0]
+    assert held_row["order_id"] == "ORD-3" and held_row["note"] == "5 instances there"
+    reasons = {r["code"]: r["studies"] for r in ctx["summary"]["by_hold_reason"]}
+    assert reasons == {"corrections_at_destination": 1, "no_order": 1, "override_skip": 1}
+    assert {r["rule"]: r["studies"] for r in ctx["summary"]["by_rule"]} == {"accession": 2, "": 2}
+    text = Page(html).text
+    assert text.index("1.2.840.3") < text.index("1.2.840.4") < text.index("1.2.840.2")
+    assert "ORD-3" in text and "DOE^JOHN" in text

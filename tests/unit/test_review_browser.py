@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from pacsmig.report.review import render_review, review_context
-
 from tests.unit.test_review import FP, sample_plan
 
 CHROMIUM = Path("/usr/bin/chromium")

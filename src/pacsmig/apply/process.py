@@ -88,7 +88,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
-from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, PersonName
+from pydicom.valuerep import PersonName
 
 from pacsmig.errors import InputError
 from pacsmig.plan.model import Correction
@@ -111,9 +111,9 @@ UTF8_CHARSET = "ISO_IR 192"
 _CHARSET = BaseTag(0x00080005)
 _ISSUER_OF_PATIENT_ID = BaseTag(0x00100021)
 _PATIENT_ID = BaseTag(0x00100020)
-_SOP_INSTANCE_UID = BaseTag(0x00080018)
 _ORIGINAL_ATTRIBUTES = BaseTag(0x04000561)
 _META_GROUP_LENGTH = BaseTag(0x00020000)
+_REQUIRED_META = (BaseTag(0x00020002), BaseTag(0x00020003), BaseTag(0x00020010))
 
 # Attributes that identify the instance or that this module manages itself.
 _NOT_CORRECTABLE = frozenset(
@@ -148,6 +148,8 @@ _MAX_CHARS = {
     "UT": 0xFFFFFFFE,
 }
 _SINGLE_TEXT = frozenset({"LT", "ST", "UT"})  # backslash is text here, never a delimiter
+# VRs whose encoding depends on Specific Character Set (PS3.5 6.1.2.3)
+_CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 _PATTERNS = {
     "AE": re.compile(r"[\x20-\x5b\x5d-\x7e]+"),
     "AS": re.compile(r"\d{3}[DWMY]"),
@@ -383,7 +385,7 @@ def _needs_utf8(ds: Dataset, pending: Sequence[_Planned]) -> bool:
     terms = _charset_terms(ds)
     if terms == [UTF8_CHARSET]:
         return False
-    units = [u for p in pending if p.vr in CUSTOMIZABLE_CHARSET_VR for u in _units(p)]
+    units = [u for p in pending if p.vr in _CHARSET_VRS for u in _units(p)]
     units = [u for u in units if not u.isascii()]
     if not units:
         return False
@@ -482,8 +484,14 @@ def _encode(ds: FileDataset, pending: Sequence[_Planned], stamp: str, *, to_utf8
     else:
         raise CorrectionError("instance has an Original Attributes Sequence that is not a sequence")
 
+    # The File Meta goes out as received (pydicom recomputes its group length). Only when a
+    # required element is missing does pydicom's File Format enforcement fill it in; it would
+    # otherwise also overwrite Media Storage SOP Class/Instance UIDs that disagree with the
+    # dataset, which is not this module's business.
+    meta = ds.file_meta
+    complete = bool(ds.preamble) and all(meta.get(t) for t in _REQUIRED_META)
     buffer = BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
+    dcmwrite(buffer, ds, enforce_file_format=not complete)
     return buffer.getvalue()
 
 
@@ -531,11 +539,11 @@ def _verify(
     where = _first_difference(before, after, skip)
     if where is not None:
         return False, f"also change {where}"
-    if after.get(_SOP_INSTANCE_UID) is None:
-        return False, "lose the SOP Instance UID"
     old = _items(before)
     new = _items(after)
-    if len(new) != len(old) + 1 or any(not _same_dataset(a, b) for a, b in zip(old, new)):
+    if len(new) != len(old) + 1 or any(
+        not _same_dataset(a, b) for a, b in zip(old, new[: len(old)], strict=True)
+    ):
         return False, "change the existing Original Attributes Sequence items"
     return None
 
@@ -554,6 +562,8 @@ def _items(ds: Dataset) -> list[Dataset]:
 def _first_difference(a: Dataset, b: Dataset, skip: set[BaseTag]) -> str | None:
     tags = (set(a.keys()) | set(b.keys())) - skip
     for tag in sorted(tags):
+        if tag.element == 0 and tag.group > 6:
+            continue  # retired group length: pydicom never writes one (PS3.5 7.2)
         if not _same_element(a, b, tag):
             return _name(tag)
     return None
@@ -583,8 +593,8 @@ def _same_value(x: DataElement, y: DataElement) -> bool:
         return False
     if x.VR == "SQ":
         xs, ys = list(x.value or []), list(y.value or [])
-        return len(xs) == len(ys) and all(_same_dataset(i, j) for i, j in zip(xs, ys))
-    return _norm(x.value) == _norm(y.value)
+        return len(xs) == len(ys) and all(_same_dataset(i, j) for i, j in zip(xs, ys, strict=True))
+    return bool(_norm(x.value) == _norm(y.value))
 
 
 def _norm(value: Any) -> Any:

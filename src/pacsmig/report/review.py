@@ -43,12 +43,17 @@ HOLD_REASONS: Final[dict[str, str]] = {
         "contradict the study's; check for a mistyped accession or a wrong patient."
     ),
     "no_order": (
-        "No RIS order fits this study; it is migrated with its archive values unchanged."
+        "No RIS order fits this study, so nothing confirms or corrects its patient and study "
+        "attributes."
     ),
     "override_skip": "A person decided in an override that this study is not migrated.",
     "override_unknown_order": (
         "An override names an order that is not in the order list; fix the override or the "
         "order export."
+    ),
+    "corrections_at_destination": (
+        "The order corrects this study, but the destination already holds copies with the old "
+        "values; correct them there, or delete them and plan again."
     ),
 }
 
@@ -159,11 +164,15 @@ def _row(a: StudyAction) -> dict[str, Any]:
     hold_reason = _opt_str(m.get("hold_reason")) if m else ""
     if a.action == "hold" and not hold_reason:
         hold_reason = a.reason
+    elif m is not None and not order_id and not hold_reason:
+        # Not held, no order: a person's skip override, or migrated as is without an order.
+        hold_reason = a.reason if a.reason in HOLD_REASONS else "no_order"
     corrections = sorted(
         (_correction(c.keyword, c.before, c.after) for c in a.corrections),
         key=lambda c: _keyword_key(c["keyword"]),
     )
     keywords = tuple(c["keyword"] for c in corrections)
+    candidates = _candidates(m.get("candidates")) if m else []
     return {
         "study_uid": a.study_uid,
         "action": a.action,
@@ -181,16 +190,30 @@ def _row(a: StudyAction) -> dict[str, Any]:
         "series": a.series_count,
         "instances": a.instance_count,
         "detail": a.detail,
+        "note": _note(a, hold_reason, order_id, candidates),
         "order_id": order_id,
         "rule": rule,
         "score": _score(m.get("score")) if m else "",
         "score_low": _low(m.get("score")) if m else False,
-        "candidates": _candidates(m.get("candidates")) if m else [],
+        "candidates": candidates,
         "corrections": corrections,
         "pattern": " + ".join(keywords),
         # Text lines the row needs at least; the page estimates off-screen heights from it.
-        "lines": max(2, len(corrections), len(_candidates(m.get("candidates")) if m else ())),
+        "lines": max(2, len(corrections), len(candidates)),
     }
+
+
+def _note(a: StudyAction, hold_reason: str, order_id: str, candidates: list[str]) -> str:
+    """The line under a study's description: what is unusual about its action, if anything."""
+    if a.action == "hold":
+        # The candidates have their own column; the detail would only repeat them.
+        return "" if candidates else a.detail
+    notes = []
+    if a.action == "skip" or a.reason != "not_at_destination":
+        notes.append(_reason_text(a.reason))
+    if not order_id and hold_reason not in ("", "no_order", a.reason):
+        notes.append(_reason_text(hold_reason))
+    return " ".join(notes)
 
 
 def _correction(keyword: str, before: str, after: str) -> dict[str, Any]:
@@ -262,7 +285,9 @@ def _date(value: str) -> str:
 
 
 def _reason_text(code: str) -> str:
-    return HOLD_REASONS.get(code) or REASONS.get(code) or code.replace("_", " ")
+    text = HOLD_REASONS.get(code) or REASONS.get(code) or code.replace("_", " ")
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith(".") else text + "."
 
 
 def _endpoint(e: Any) -> dict[str, Any]:
@@ -332,10 +357,7 @@ def _group(
 ) -> dict[str, Any]:
     sizes = Counter(r["pattern"] for r in members)
     # Corrected studies first, the most frequent pattern first, then plan order (stable).
-    rank = {
-        p: i
-        for i, p in enumerate(sorted(sizes, key=lambda p: (p == "", -sizes[p], p)))
-    }
+    rank = {p: i for i, p in enumerate(sorted(sizes, key=lambda p: (p == "", -sizes[p], p)))}
     studies = sorted(members, key=lambda r: rank[r["pattern"]])
     patterns = []
     start = 0
@@ -361,6 +383,7 @@ def _group(
         "corrected": corrected,
         "corrections": sum(len(r["corrections"]) for r in members),
         "instances": sum(r["instances"] for r in members),
+        "with_order": any(r["order_id"] for r in members),
         "patterns": patterns,
         # Closed only when nothing in it needs a look: many studies, none changed, none held.
         "open": kind == "hold" or corrected > 0 or len(members) <= 200,
@@ -386,10 +409,8 @@ def _summary(plan: Plan, rows: list[dict[str, Any]], has_match: bool) -> dict[st
     keywords: Counter[str] = Counter()
     keyword_studies: Counter[str] = Counter()
     for r in rows:
-        if r["action"] == "hold":
+        if r["action"] == "hold" or (has_match and not r["order_id"] and r["hold_reason"]):
             hold_reasons[r["hold_reason"] or r["reason"]] += 1
-        elif has_match and not r["order_id"] and r["hold_reason"]:
-            hold_reasons[r["hold_reason"]] += 1
         if has_match:
             rules[r["rule"] if r["order_id"] else ""] += 1
         for c in r["corrections"]:
