@@ -9,7 +9,6 @@ from pathlib import Path
 import pydicom
 
 from pacsmig.testing.corpus import generate_corpus
-
 from tests.integration.conftest import Site, run_cli
 from tests.integration.helpers import read
 
@@ -53,7 +52,7 @@ def test_corrections_reach_the_destination_with_original_attributes(site: Site) 
     orders = site.work / "orders.csv"
     orders.write_text(
         "ORDER_ID,ACC_NO,MRN,PAT_NAME,DOB,SEX,EXAM_DATE,MODALITY,PROC_DESC\n"
-        f"O-1,{d1.AccessionNumber},MRN-NEW-1,\"{family1}, {given1}\","
+        f'O-1,{d1.AccessionNumber},MRN-NEW-1,"{family1}, {given1}",'
         f"{d1.PatientBirthDate},{d1.PatientSex},{d1.StudyDate},{d1.Modality},CT HEAD\n"
         f"O-2,RIS-ACC-2,{d2.PatientID},{family2}^{given2}X,{d2.PatientBirthDate},{d2.PatientSex},"
         f"{d2.StudyDate},{d2.Modality},\n"
@@ -94,7 +93,11 @@ def test_corrections_reach_the_destination_with_original_attributes(site: Site) 
 
     moved = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f for f in files}
     at_dest = site.dest.sop_instance_uids()
-    expected = {u for u, f in moved.items() if str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID) != s3}
+    expected = {
+        u
+        for u, f in moved.items()
+        if str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID) != s3
+    }
     assert at_dest == expected, "the held study must not move"
     for uid in at_dest:
         got = read(site.dest.instance_file(uid))
@@ -103,17 +106,36 @@ def test_corrections_reach_the_destination_with_original_attributes(site: Site) 
             assert (got.PatientID, got.StudyDescription) == ("MRN-NEW-1", "CT HEAD")
             assert got.AccessionNumber == original.AccessionNumber
             item = got.OriginalAttributesSequence[-1]
-            assert item.ModifyingSystem == "pacsmig" and item.ReasonForTheAttributeModification == "COERCE"
+            assert (
+                item.ModifyingSystem == "pacsmig"
+                and item.ReasonForTheAttributeModification == "COERCE"
+            )
             old = item.ModifiedAttributesSequence[0]
-            assert (old.PatientID, old.StudyDescription) == (original.PatientID, original.StudyDescription)
+            assert (old.PatientID, old.StudyDescription) == (
+                original.PatientID,
+                original.StudyDescription,
+            )
         else:
-            assert (got.AccessionNumber, str(got.PatientName)) == ("RIS-ACC-2", f"{family2}^{given2}X")
+            assert (got.AccessionNumber, str(got.PatientName)) == (
+                "RIS-ACC-2",
+                f"{family2}^{given2}X",
+            )
             assert got.PatientID == original.PatientID
             old = got.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0]
-            assert (old.AccessionNumber, str(old.PatientName)) == (original.AccessionNumber, str(original.PatientName))
+            assert (old.AccessionNumber, str(old.PatientName)) == (
+                original.AccessionNumber,
+                str(original.PatientName),
+            )
         # Nothing else changed: pixels and every other element.
         assert got.PixelData == original.PixelData
-        changed = {"PatientID", "PatientName", "StudyDescription", "AccessionNumber", "OriginalAttributesSequence", "SpecificCharacterSet"}
+        changed = {
+            "PatientID",
+            "PatientName",
+            "StudyDescription",
+            "AccessionNumber",
+            "OriginalAttributesSequence",
+            "SpecificCharacterSet",
+        }
         for elem in original:
             if elem.keyword not in changed and elem.tag.group != 0x0002:
                 assert got[elem.tag].value == elem.value, elem.keyword

@@ -9,11 +9,13 @@ def test_hostile_uids_round_trip_through_bound_parameters(tmp_path: Path) -> Non
     evil = "1.2'); DROP TABLE instances; --"
     with Journal.open(tmp_path / "j.sqlite") as j:
         run = j.start_run("apply", "f" * 64, {"by": "x"})
-        j.plan_instances(run, evil, [(evil + ".1", "1.2\"; --", "1.2.840")])
-        j.set_instance(run, evil + ".1", FAILED, code=0xA700, reason="out_of_resources", detail="'; --")
+        j.plan_instances(run, evil, [(evil + ".1", '1.2"; --', "1.2.840")])
+        j.set_instance(
+            run, evil + ".1", FAILED, code=0xA700, reason="out_of_resources", detail="'; --"
+        )
         rows = j.instances(evil)
         assert [(r.sop_uid, r.series_uid, r.state, r.code, r.detail) for r in rows] == [
-            (evil + ".1", "1.2\"; --", FAILED, 0xA700, "'; --")
+            (evil + ".1", '1.2"; --', FAILED, 0xA700, "'; --")
         ]
         j.finish_run(run, "partial")
     with Journal.open(tmp_path / "j.sqlite") as j:  # reopens: tables intact

@@ -7,10 +7,9 @@ import pytest
 from pacsmig.errors import SpecError
 from pacsmig.inventory.model import Holdings, SeriesRecord, StudyRecord
 from pacsmig.plan.build import build_plan
-from pacsmig.plan.codec import fingerprint, loads, dumps
+from pacsmig.plan.codec import dumps, fingerprint, loads
 from pacsmig.reconcile.reconcile import load_inputs, reconcile
 from pacsmig.spec.load import load_spec, spec_from_text
-
 from tests.unit.test_spec_load import GOOD
 
 RIS = """\
@@ -39,7 +38,7 @@ def _study(uid: str, pid: str, acc: str, date: str = "20240101") -> StudyRecord:
 def _spec(tmp_path: Path, unmatched: str = "hold"):  # type: ignore[no-untyped-def]
     (tmp_path / "orders.csv").write_text(
         "ORDER_ID,ACC_NO,MRN,PAT_NAME,DOB,SEX,EXAM_DATE,MODALITY,PROC_DESC\n"
-        "O1,ACC1,MRN9,\"Doe, John\",1970-01-01,M,2024-01-01,CT,CT HEAD\n"
+        'O1,ACC1,MRN9,"Doe, John",1970-01-01,M,2024-01-01,CT,CT HEAD\n'
         "O2,ACC2,P2,DOE^JOHN,19700101,M,20240101,CT,\n"
     )
     path = tmp_path / "spec.yaml"
@@ -49,7 +48,11 @@ def _spec(tmp_path: Path, unmatched: str = "hold"):  # type: ignore[no-untyped-d
 
 def test_reconciled_plan_carries_matches_corrections_and_holds(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    studies = [_study("1.1", "P1", "ACC1"), _study("1.2", "P2", "X"), _study("1.3", "P3", "", "20200101")]
+    studies = [
+        _study("1.1", "P1", "ACC1"),
+        _study("1.2", "P2", "X"),
+        _study("1.3", "P3", "", "20200101"),
+    ]
     inputs = load_inputs(spec.ris)  # type: ignore[arg-type]
     rec = reconcile(spec.ris, studies, inputs)  # type: ignore[arg-type]
     plan = build_plan(spec, studies, {}, created_at="t", reconciled=rec, inputs=inputs.digests)
@@ -90,7 +93,9 @@ def test_changed_orders_change_the_fingerprint(tmp_path: Path) -> None:
     def plan_fp() -> str:
         inputs = load_inputs(spec.ris)  # type: ignore[arg-type]
         rec = reconcile(spec.ris, studies, inputs)  # type: ignore[arg-type]
-        return fingerprint(build_plan(spec, studies, {}, created_at="t", reconciled=rec, inputs=inputs.digests))
+        return fingerprint(
+            build_plan(spec, studies, {}, created_at="t", reconciled=rec, inputs=inputs.digests)
+        )
 
     first = plan_fp()
     assert plan_fp() == first
@@ -105,6 +110,9 @@ def test_ris_spec_errors() -> None:
     with pytest.raises(SpecError, match=r"ris\.match\[0\]\.rule: got 'fuzzy'"):
         spec_from_text(GOOD + "ris:\n  orders: o.hl7\n  format: hl7\n  match:\n    - rule: fuzzy\n")
     with pytest.raises(SpecError, match="does not apply to rule 'accession'"):
-        spec_from_text(GOOD + "ris:\n  orders: o.hl7\n  format: hl7\n  match:\n    - {rule: accession, min_similarity: 0.9}\n")
+        spec_from_text(
+            GOOD
+            + "ris:\n  orders: o.hl7\n  format: hl7\n  match:\n    - {rule: accession, min_similarity: 0.9}\n"
+        )
     with pytest.raises(SpecError, match=r"ris\.correct\[0\]"):
         spec_from_text(GOOD + "ris:\n  orders: o.hl7\n  format: hl7\n  correct: [PatientWeight]\n")

@@ -43,7 +43,26 @@ Character sets (PS3.5 6.1)
     written again in UTF-8, so it still decodes to the same text. Sequence items that carry
     their own Specific Character Set keep it. The default repertoire (no Specific Character
     Set, or ISO_IR 6 first) is treated as ASCII. pydicom would accept Latin-1 characters there,
-    and would write them without the escape sequence ISO 2022 requires.
+    and would write them without the escape sequence ISO 2022 requires. When the character
+    set changes, every element goes through pydicom's decoder and encoder, so bytes may
+    change but values do not. For example, an explicit "UN" element of a known attribute is
+    written with its dictionary VR.
+
+Encoding
+    The File Meta is written as received; only its group length is recomputed. pydicom fills
+    in required File Meta elements only when one is missing. Retired group lengths (gggg,0000)
+    in the dataset are dropped: pydicom never writes them, and once a value changes length they
+    would be wrong (PS3.5 7.2).
+
+Values (PS3.5 6.2)
+    ``after`` must be valid for the attribute's VR: length in characters (LO 64, SH 16, CS 16,
+    PN 64 per component group, ...), character repertoire (no control characters except CR, LF
+    and FF in ST, LT and UT; CS upper case), format (DA a real calendar date YYYYMMDD; TM, DT,
+    AS, DS, IS and UI their patterns), PN at most 3 component groups of at most 5 components.
+    A backslash separates values only where the attribute's VM allows several. Leading or
+    trailing spaces are refused where the standard makes them insignificant, because they
+    would not survive the round trip. Only text VRs can be corrected. Identifying UIDs,
+    Specific Character Set and the Original Attributes Sequence cannot be.
 
 Safety
     After encoding, the output is decoded again and compared with the input. Each corrected
@@ -199,17 +218,24 @@ def apply_corrections(
     planned = _validate(corrections)
     if not planned:
         return data
+    try:
+        return _apply(data, planned, dicom_datetime(modified_at))
+    except CorrectionError:
+        raise
+    except Exception as exc:  # pydicom on malformed data: name the kind, never the content
+        raise CorrectionError(f"instance cannot be corrected ({type(exc).__name__})") from None
+
+
+def _apply(data: bytes, planned: Sequence[_Planned], stamp: str) -> bytes:
     ds = _read(data)
     pending = [p for p in planned if corrected_value(ds, p.keyword) != p.after]
     if not pending:
         return data
-    stamp = dicom_datetime(modified_at)
     to_utf8 = _needs_utf8(ds, pending)
     out = _rewrite(data, pending, stamp, to_utf8=to_utf8)
     problem = _verify(data, out, pending, to_utf8=to_utf8)
     if problem is not None and problem[0] and not to_utf8:
         # A value did not survive the original character set after all: use UTF-8.
-        to_utf8 = True
         out = _rewrite(data, pending, stamp, to_utf8=True)
         problem = _verify(data, out, pending, to_utf8=True)
     if problem is not None:
@@ -233,7 +259,7 @@ def corrected_value(ds: Dataset, keyword: str) -> str:
     """
     tag = tag_for_keyword(keyword)
     if tag is None:
-        raise CorrectionError(f"correction {keyword}: not a DICOM keyword")
+        raise CorrectionError(f"correction {keyword[:64]!r}: not a DICOM keyword")
     if tag not in ds:
         return ""
     return _as_text(ds[tag].value)
@@ -280,7 +306,7 @@ def _plan_one(c: Correction) -> _Planned:
     keyword = c.keyword
     tag_int = tag_for_keyword(keyword) if isinstance(keyword, str) else None
     if tag_int is None:
-        raise CorrectionError("correction: keyword is not a DICOM keyword")
+        raise CorrectionError(f"correction {str(keyword)[:64]!r}: not a DICOM keyword")
     tag = Tag(tag_int)
     if keyword in _NOT_CORRECTABLE or tag.group in (0x0000, 0x0002, 0xFFFE) or tag.is_private:
         raise CorrectionError(f"correction {keyword}: this attribute cannot be corrected")

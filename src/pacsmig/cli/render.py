@@ -105,8 +105,10 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
         extra: list[str] = []
         if with_ris:
             m = a.match or {}
-            order = f"{m['order_id']} ({m.get('rule')})" if m.get("order_id") else ", ".join(
-                m.get("candidates") or []
+            order = (
+                f"{m['order_id']} ({m.get('rule')})"
+                if m.get("order_id")
+                else ", ".join(m.get("candidates") or [])
             )
             extra = [escape(order), escape(", ".join(c.keyword for c in a.corrections))]
         table.add_row(

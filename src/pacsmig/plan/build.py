@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pacsmig import __version__
+from pacsmig.apply.process import CorrectionError, validate_corrections
 from pacsmig.inventory.model import Holdings, StudyRecord
 from pacsmig.plan.codec import digest
 from pacsmig.plan.model import (
@@ -88,6 +89,12 @@ def _reconciled(
         return "hold", rec.hold_reason, text
     if rec.skip_reason:
         return "skip", rec.skip_reason, ""
+    try:
+        validate_corrections(rec.corrections)
+    except CorrectionError as exc:
+        # A value the DICOM attribute cannot hold (too long, wrong form): a person fixes the
+        # order or overrides; apply would only fail every instance.
+        return "hold", "invalid_correction", str(exc)
     if rec.corrections and holdings is not None and holdings.instance_count:
         # Sending corrected copies next to uncorrected ones would leave two versions of the
         # truth at the destination: a person decides (correct it there, or delete and re-plan).

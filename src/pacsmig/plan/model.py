@@ -25,6 +25,7 @@ REASONS: dict[str, str] = {
     "no_order": "no order fits this study",
     "override_skip": "a person decided not to migrate this study (override)",
     "override_unknown_order": "the override names an order that is not in the order list",
+    "invalid_correction": "a corrected value does not fit its DICOM attribute",
     "corrections_at_destination": (
         "the destination already holds this study with the attributes the plan corrects"
     ),

@@ -55,6 +55,10 @@ HOLD_REASONS: Final[dict[str, str]] = {
         "The order corrects this study, but the destination already holds copies with the old "
         "values; correct them there, or delete them and plan again."
     ),
+    "invalid_correction": (
+        "A corrected value from the order does not fit its DICOM attribute (too long or the "
+        "wrong form); fix the order export or override the match."
+    ),
 }
 
 RULES: Final[tuple[str, ...]] = ("accession", "patient-date-modality", "demographics", "override")

@@ -286,7 +286,11 @@ def _ris(doc: dict[str, Any] | None, base_dir: Path, source_name: str, data: Any
         match = tuple(dict(m) for m in doc["match"])
     else:
         match = tuple(
-            {"rule": r.rule, "date_window_days": r.date_window_days, "min_similarity": r.min_similarity}
+            {
+                "rule": r.rule,
+                "date_window_days": r.date_window_days,
+                "min_similarity": r.min_similarity,
+            }
             if r.rule == "demographics"
             else {"rule": r.rule, "date_window_days": r.date_window_days}
             if r.rule == "patient-date-modality"

@@ -186,7 +186,11 @@ def attribute_diffs(action: StudyAction, dest: FindSession) -> tuple[AttributeDi
     if len(records) > 1 or found.other_patient_ids:
         ids = sorted({r.patient_id for r in records} | set(found.other_patient_ids))
         diffs.append(
-            AttributeDiff(keyword="PatientID", expected=action.expected_value("PatientID", action.patient_id), found="\\".join(ids))
+            AttributeDiff(
+                keyword="PatientID",
+                expected=action.expected_value("PatientID", action.patient_id),
+                found="\\".join(ids),
+            )
         )
     return tuple(diffs)
 
