@@ -13,16 +13,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pacsmig.apply.sources import SourceAccess, open_source
 from pacsmig.apply.spool import SpooledInstance, StudySpool
 from pacsmig.dicomnet.ae import Peer
-from pacsmig.dicomnet.contexts import storage_class_chunks
 from pacsmig.dicomnet.find import open_find
-from pacsmig.dicomnet.retrieve import RetrieveRequest, RetrieveResult, c_get, c_move
-from pacsmig.dicomnet.scp import StorageSCP
 from pacsmig.dicomnet.status import StoreOutcome
 from pacsmig.dicomnet.store import StoreSession, open_store
 from pacsmig.errors import PacsError, PacsmigError
@@ -109,6 +107,7 @@ class Executor:
         approval: dict[str, object] | None,
         progress: Progress | None = None,
         stop: threading.Event | None = None,
+        index_path: Path | None = None,
     ) -> None:
         self.plan = plan
         self.spec: Spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
@@ -117,10 +116,10 @@ class Executor:
         self.approval = approval
         self.progress = progress
         self.stop = stop or threading.Event()
-        self.source = peer_of(self.spec.source, "source")
+        self.index_path = index_path
+        self._source: SourceAccess | None = None
         self.destination = peer_of(self.spec.destination, "destination")
         self.calling = self.spec.local.ae_title
-        self._scp: StorageSCP | None = None
         self._studies_total = 0
         self._instances_total = 0
         self._studies_done = 0
@@ -135,7 +134,8 @@ class Executor:
         self._instances_total = sum(a.instance_count for a in todo)
         outcome = "failed"
         try:
-            with self._storage_scp():
+            with open_source(self.spec, self.index_path) as source:
+                self._source = source
                 for action in todo:
                     if self.stop.is_set():
                         result.interrupted = True
@@ -152,27 +152,6 @@ class Executor:
             self.journal.finish_run(run_id, outcome)
         return result
 
-    @contextlib.contextmanager
-    def _storage_scp(self) -> Iterator[None]:
-        if self.spec.source.retrieve != "c-move":
-            yield
-            return
-        assert self.spec.local.port is not None  # the spec loader requires it for c-move
-        scp = StorageSCP(
-            ae_title=self.calling,
-            port=self.spec.local.port,
-            bind=self.spec.local.bind,
-            allowed_calling=[self.source.ae_title],
-            timeout=self.source.timeout,
-        )
-        scp.start()
-        self._scp = scp
-        try:
-            yield
-        finally:
-            scp.stop()
-            self._scp = None
-
     def _report(self, result: ApplyResult) -> None:
         if self.progress is not None:
             self.progress(
@@ -188,8 +167,8 @@ class Executor:
     # -- one study ------------------------------------------------------------------------
     def _study(self, run_id: int, action: StudyAction, result: ApplyResult) -> None:
         uid = action.study_uid
-        with open_find(self.calling, self.source) as finder:
-            instances = finder.study_instances(uid)
+        assert self._source is not None
+        instances = self._source.instances(uid)
         refusal = self._source_changed(action, instances)
         if refusal:
             self.journal.set_study(run_id, uid, "refused", "source_changed", refusal)
@@ -217,7 +196,7 @@ class Executor:
         failed_before = result.failed
         spool = StudySpool(self.spool_root, uid, {i.sop_uid for i in missing})
         try:
-            retrieved = self._retrieve(uid, instances, missing, spool)
+            retrieved = self._source.fetch(uid, instances, missing, spool)
             for inst in missing:
                 if inst.sop_uid not in spool.received:
                     self._fail(run_id, inst.sop_uid, None, "not_retrieved", retrieved, result)
@@ -252,47 +231,6 @@ class Executor:
             f"the source now holds {len(instances)} instances in {len(counts)} series; the plan "
             f"expected {action.instance_count} in {action.series_count}: re-plan"
         )
-
-    def _retrieve(
-        self,
-        study_uid: str,
-        instances: list[InstanceRecord],
-        missing: list[InstanceRecord],
-        spool: StudySpool,
-    ) -> str:
-        """Fetch the missing instances into the spool; return a description of the outcome."""
-        if len(missing) == len(instances):
-            requests = [RetrieveRequest(study_uid=study_uid)]
-        else:
-            requests = _image_requests(study_uid, missing)
-        classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid})
-        outcomes: list[RetrieveResult] = []
-        if self.spec.source.retrieve == "c-move":
-            assert self._scp is not None
-            self._scp.set_sink(spool)
-            try:
-                for request in requests:
-                    outcomes.append(c_move(self.calling, self.source, request, self.calling))
-            finally:
-                self._scp.set_sink(None)
-        elif all(i.sop_class_uid for i in instances):
-            for request in requests:
-                outcomes.append(c_get(self.calling, self.source, request, classes, spool))
-        else:
-            # The source did not name SOP classes: offer every storage class, a slice per
-            # association, asking each time only for what has not arrived yet.
-            for n, chunk in enumerate(storage_class_chunks()):
-                if n:
-                    remaining = [i for i in missing if i.sop_uid not in spool.received]
-                    if not remaining:
-                        break
-                    requests = _image_requests(study_uid, remaining)
-                for request in requests:
-                    outcomes.append(
-                        c_get(self.calling, self.source, request, chunk, spool, classes_known=False)
-                    )
-        bad = [o for o in outcomes if o.status not in (0x0000,)]
-        return bad[-1].describe() if bad else "retrieved"
 
     # -- processing ---------------------------------------------------------------------
     def _correct(
@@ -385,20 +323,6 @@ class Executor:
         )
         result.failed += 1
         result.failure_reasons[reason] += 1
-
-
-def _image_requests(study_uid: str, instances: list[InstanceRecord]) -> list[RetrieveRequest]:
-    """IMAGE-level requests for some instances: a list of UIDs per series (PS3.4 C.4.2.2.1)."""
-    by_series: dict[str, list[str]] = {}
-    for inst in instances:
-        by_series.setdefault(inst.series_uid, []).append(inst.sop_uid)
-    return [
-        RetrieveRequest(
-            study_uid=study_uid, series_uid=series, sop_uids=tuple(uids[i : i + IMAGE_LEVEL_BATCH])
-        )
-        for series, uids in sorted(by_series.items())
-        for i in range(0, len(uids), IMAGE_LEVEL_BATCH)
-    ]
 
 
 def _failure_reason(outcome: StoreOutcome) -> str:

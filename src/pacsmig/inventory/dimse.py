@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from pacsmig.dicomnet.ae import Peer
 from pacsmig.dicomnet.find import open_find
 from pacsmig.inventory.model import Holdings, StudyRecord
-from pacsmig.spec.model import Endpoint, Spec
+from pacsmig.spec.model import DimseSource, Endpoint, Spec
 
 Progress = Callable[[int, int], None]
 
@@ -26,6 +26,8 @@ def peer_of(endpoint: Endpoint, role: str) -> Peer:
 
 def inventory_source(spec: Spec, progress: Progress | None = None) -> list[StudyRecord]:
     """Studies matching spec.select at the source, each with its series and counts."""
+    if not isinstance(spec.source, DimseSource):
+        raise TypeError("inventory_source needs a DIMSE source")
     peer = peer_of(spec.source, "source")
     wanted = set(spec.select.modalities)
     out: list[StudyRecord] = []

@@ -18,7 +18,7 @@ from pacsmig.plan.model import (
     StudyAction,
 )
 from pacsmig.reconcile.reconcile import Reconciled
-from pacsmig.spec.model import Spec
+from pacsmig.spec.model import FilesystemSource, Spec
 
 
 def spec_digest(spec: Spec) -> str:
@@ -27,18 +27,24 @@ def spec_digest(spec: Spec) -> str:
 
 def header_for(spec: Spec, created_at: str, inputs: Mapping[str, Any] | None = None) -> PlanHeader:
     src, dst = spec.source, spec.destination
-    return PlanHeader(
-        name=spec.name,
-        pacsmig_version=__version__,
-        spec_digest=spec_digest(spec),
-        created_at=created_at,
-        source=Endpoint(
+    if isinstance(src, FilesystemSource):
+        source = Endpoint(
+            kind=src.kind, ae_title="", host="", port=0, roots=tuple(str(r) for r in src.roots)
+        )
+    else:
+        source = Endpoint(
             kind=src.kind,
             ae_title=src.ae_title,
             host=src.host,
             port=src.port,
             retrieve=src.retrieve,
-        ),
+        )
+    return PlanHeader(
+        name=spec.name,
+        pacsmig_version=__version__,
+        spec_digest=spec_digest(spec),
+        created_at=created_at,
+        source=source,
         destination=Endpoint(ae_title=dst.ae_title, host=dst.host, port=dst.port),
         spec=spec.document,
         inputs=dict(inputs or {}),

@@ -14,10 +14,12 @@ import jsonschema
 from pacsmig.errors import PlanError, StalePlanError
 from pacsmig.plan.model import (
     Correction,
+    DuplicateFile,
     Endpoint,
     ExpectedSeries,
     Plan,
     PlanHeader,
+    QuarantinedFile,
     StudyAction,
 )
 from pacsmig.resources import load_schema
@@ -40,6 +42,8 @@ def _endpoint_dict(e: Endpoint) -> dict[str, Any]:
     d: dict[str, Any] = {"kind": e.kind, "ae_title": e.ae_title, "host": e.host, "port": e.port}
     if e.retrieve:
         d["retrieve"] = e.retrieve
+    if e.roots:
+        d["roots"] = list(e.roots)
     return d
 
 
@@ -140,6 +144,7 @@ def _endpoint_from(d: dict[str, Any]) -> Endpoint:
         host=d["host"],
         port=d["port"],
         retrieve=d.get("retrieve", ""),
+        roots=tuple(d.get("roots", ())),
     )
 
 
@@ -164,8 +169,22 @@ def fingerprint(plan: Plan) -> str:
         "format_version": FORMAT_VERSION,
         "header": header,
         "actions": [action_to_dict(a) for a in plan.actions],
+        **_files_dict(plan),
     }
     return digest(body)
+
+
+def _files_dict(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if plan.quarantine:
+        out["quarantine"] = [
+            {"path": q.path, "reason": q.reason, "detail": q.detail} for q in plan.quarantine
+        ]
+    if plan.duplicates:
+        out["duplicates"] = [
+            {"sop_uid": d.sop_uid, "kept": d.kept, "other": d.other} for d in plan.duplicates
+        ]
+    return out
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -174,6 +193,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "fingerprint": fingerprint(plan),
         "header": header_to_dict(plan.header),
         "actions": [action_to_dict(a) for a in plan.actions],
+        **_files_dict(plan),
     }
 
 
@@ -222,6 +242,14 @@ def loads(text: str, *, where: str = "<plan>", check_integrity: bool = True) -> 
     plan = Plan(
         header=header_from_dict(doc["header"]),
         actions=tuple(action_from_dict(a) for a in doc["actions"]),
+        quarantine=tuple(
+            QuarantinedFile(path=q["path"], reason=q["reason"], detail=q["detail"])
+            for q in doc.get("quarantine", [])
+        ),
+        duplicates=tuple(
+            DuplicateFile(sop_uid=x["sop_uid"], kept=x["kept"], other=x["other"])
+            for x in doc.get("duplicates", [])
+        ),
     )
     if check_integrity:
         actual = fingerprint(plan)

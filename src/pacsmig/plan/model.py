@@ -91,6 +91,7 @@ class Endpoint:
     port: int
     kind: str = "dimse"
     retrieve: str = ""
+    roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,9 +107,29 @@ class PlanHeader:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QuarantinedFile:
+    """A file of a filesystem source that cannot be migrated as it is."""
+
+    path: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DuplicateFile:
+    """A second file holding an identical copy of an instance: only `kept` is migrated."""
+
+    sop_uid: str
+    kept: str
+    other: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     header: PlanHeader
     actions: tuple[StudyAction, ...]
+    quarantine: tuple[QuarantinedFile, ...] = ()
+    duplicates: tuple[DuplicateFile, ...] = ()
 
     def by_action(self, action: Action) -> list[StudyAction]:
         return [a for a in self.actions if a.action == action]

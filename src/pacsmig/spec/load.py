@@ -26,6 +26,7 @@ from pacsmig.spec.model import (
     DEFAULT_TIMEOUT,
     DimseSource,
     Endpoint,
+    FilesystemSource,
     LocalAE,
     RisSpec,
     Select,
@@ -229,7 +230,11 @@ def _endpoint_args(doc: dict[str, Any]) -> dict[str, Any]:
 def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> Spec:
     local_doc = doc["local"]
     src = doc["source"]
-    if src.get("retrieve", "c-get") == "c-move" and "port" not in local_doc:
+    if (
+        src["kind"] == "dimse"
+        and src.get("retrieve", "c-get") == "c-move"
+        and "port" not in local_doc
+    ):
         line = _line_of(data, ["local"])
         raise SpecError(
             f"{source_name} line {line}: local.port: required when source.retrieve is c-move "
@@ -251,7 +256,7 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
             port=local_doc.get("port"),
             bind=local_doc.get("bind", ""),
         ),
-        source=DimseSource(retrieve=src.get("retrieve", "c-get"), **_endpoint_args(src)),
+        source=_source(src, base_dir),
         destination=Endpoint(**_endpoint_args(doc["destination"])),
         select=Select(
             date_from=date_from,
@@ -263,6 +268,17 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
         document=doc,
         base_dir=base_dir,
     )
+
+
+def _source(src: dict[str, Any], base_dir: Path) -> DimseSource | FilesystemSource:
+    if src["kind"] == "filesystem":
+        return FilesystemSource(
+            roots=tuple(base_dir / r for r in src["roots"]),
+            include=tuple(src.get("include", ("**/*",))),
+            exclude=tuple(src.get("exclude", ())),
+            workers=src.get("workers"),
+        )
+    return DimseSource(retrieve=src.get("retrieve", "c-get"), **_endpoint_args(src))
 
 
 def _ris(doc: dict[str, Any] | None, base_dir: Path, source_name: str, data: Any) -> RisSpec | None:

@@ -37,6 +37,20 @@ class DimseSource(Endpoint):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FilesystemSource:
+    """Files read directly from legacy storage: RAID, tape or disc dumps, DICOMDIR media."""
+
+    kind: Literal["filesystem"] = "filesystem"
+    roots: tuple[Path, ...]
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+    workers: int | None = None
+
+    def describe(self) -> str:
+        return ", ".join(str(r) for r in self.roots)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Select:
     date_from: str | None = None  # YYYYMMDD
     date_to: str | None = None
@@ -77,7 +91,7 @@ class Spec:
     version: int
     name: str
     local: LocalAE
-    source: DimseSource
+    source: DimseSource | FilesystemSource
     destination: Endpoint
     select: Select = field(default_factory=Select)
     journal: Path | None = None

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pacsmig.apply.sources import DimseAccess, FilesystemAccess, SourceAccess
 from pacsmig.dicomnet.find import FindSession, open_find
+from pacsmig.errors import PacsmigError
 from pacsmig.inventory.dimse import peer_of
 from pacsmig.journal.store import MISSING, Journal
 from pacsmig.plan.codec import fingerprint
 from pacsmig.plan.model import Plan, StudyAction
 from pacsmig.spec.load import spec_from_mapping
+from pacsmig.spec.model import FilesystemSource
 
 VERIFIED, MISSING_STATUS, NOT_FOUND = "verified", "missing", "not_found"
 ATTRIBUTES_DIFFER = "attributes_differ"
@@ -100,22 +103,31 @@ def planned_for_destination(plan: Plan) -> list[StudyAction]:
 
 
 class _SourceLookup:
-    """Opens the source only when a missing instance must be named and the journal can't."""
+    """Asks the source only when a missing instance must be named and the journal can't."""
 
-    def __init__(self, plan: Plan) -> None:
-        spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
-        self._calling = spec.local.ae_title
-        self._peer = peer_of(spec.source, "source")
-        self._stack = contextlib.ExitStack()
-        self._finder: FindSession | None = None
+    def __init__(self, plan: Plan, index_path: Path | None) -> None:
+        self._spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
+        self._index_path = index_path
+        self._cache: dict[str, dict[str, set[str]]] = {}
 
     def instances(self, study_uid: str, series_uid: str) -> set[str]:
-        if self._finder is None:
-            self._finder = self._stack.enter_context(open_find(self._calling, self._peer))
-        return {i.sop_uid for i in self._finder.instances(study_uid, series_uid)}
+        if study_uid not in self._cache:
+            by_series: dict[str, set[str]] = {}
+            for inst in self._access().instances(study_uid):
+                by_series.setdefault(inst.series_uid, set()).add(inst.sop_uid)
+            self._cache[study_uid] = by_series
+        return self._cache[study_uid].get(series_uid, set())
+
+    def _access(self) -> SourceAccess:
+        src = self._spec.source
+        if isinstance(src, FilesystemSource):
+            if self._index_path is None:
+                raise PacsmigError("the filesystem source's index is missing")
+            return FilesystemAccess(self._index_path)
+        return DimseAccess(self._spec, src)
 
     def close(self) -> None:
-        self._stack.close()
+        self._cache.clear()
 
 
 def check_study(
@@ -171,6 +183,18 @@ def _canonical(keyword: str, value: str) -> str:
     return value
 
 
+def _same_text(keyword: str, expected: str, found: str) -> bool:
+    if _canonical(keyword, expected) == _canonical(keyword, found):
+        return True
+    # A PACS that answers C-FIND in a narrower character set (Orthanc's DefaultEncoding) drops
+    # what it cannot encode: 'Yamada^Tarou=山田^太郎' comes back 'Yamada^Tarou=^'. That answer
+    # cannot tell the values apart; it is not evidence of a difference.
+    if expected.isascii() or not found.isascii():
+        return False
+    narrowed = "".join(ch for ch in expected if ch.isascii())
+    return _canonical(keyword, narrowed) == _canonical(keyword, found)
+
+
 def attribute_diffs(action: StudyAction, dest: FindSession) -> tuple[AttributeDiff, ...]:
     """Key attributes at the destination against the plan's values after its corrections."""
     records = dest.studies(study_uid=action.study_uid)
@@ -181,7 +205,7 @@ def attribute_diffs(action: StudyAction, dest: FindSession) -> tuple[AttributeDi
     for keyword, field_name in CHECKED_ATTRIBUTES:
         expected = action.expected_value(keyword, getattr(action, field_name))
         got = getattr(found, _RECORD_FIELD[field_name])
-        if _canonical(keyword, expected) != _canonical(keyword, got):
+        if not _same_text(keyword, expected, got):
             diffs.append(AttributeDiff(keyword=keyword, expected=expected, found=got))
     if len(records) > 1 or found.other_patient_ids:
         ids = sorted({r.patient_id for r in records} | set(found.other_patient_ids))
@@ -195,13 +219,19 @@ def attribute_diffs(action: StudyAction, dest: FindSession) -> tuple[AttributeDi
     return tuple(diffs)
 
 
-def verify_plan(plan: Plan, journal: Journal, progress: Progress | None = None) -> VerifyResult:
+def verify_plan(
+    plan: Plan,
+    journal: Journal,
+    progress: Progress | None = None,
+    *,
+    index_path: Path | None = None,
+) -> VerifyResult:
     spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
     dest_peer = peer_of(spec.destination, "destination")
     todo = planned_for_destination(plan)
     run_id = journal.start_run("verify", fingerprint(plan), None)
     checks: list[StudyCheck] = []
-    source = _SourceLookup(plan)
+    source = _SourceLookup(plan, index_path)
     outcome = "failed"
     try:
         with open_find(spec.local.ae_title, dest_peer) as dest:

@@ -1,0 +1,175 @@
+"""Speed of the file-tree inventory against a plain pydicom loop.
+
+    python bench/inventory_bench.py                      # 100,000 files under /tmp
+    python bench/inventory_bench.py --files 20000 --dir /data/bench-tree
+
+Generates (once; reused while its marker is present) a tree of small CT-like instances, 64x64
+pixels, many patients, studies and series, by cloning one template Part 10 byte string and
+overwriting fixed-width UIDs and identifiers in place. Then, in one run, it times:
+
+  (a) a single-process loop of pydicom.dcmread(path, stop_before_pixels=True) over the tree,
+  (b) pacsmig's first scan (fresh index),
+  (c) a re-scan with nothing changed,
+
+and prints files/s for each, b/a (target >= 2) and the re-scan speed-up b/c (target >= 20).
+The tree is read once before timing so that every contender meets a warm page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.filebase import DicomBytesIO
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from pacsmig.inventory.files import scan  # noqa: E402
+
+INSTANCES_PER_SERIES = 25
+SERIES_PER_STUDY = 4
+STUDIES_PER_PATIENT = 2
+# Fixed-width stand-ins, replaced byte for byte in each clone (UIDs padded to 60 characters).
+ROOT = "1.2.826.0.1.3680043.10.1234"
+PLACEHOLDERS = {
+    "study": f"{ROOT}.1.".ljust(60, "1"),
+    "series": f"{ROOT}.2.".ljust(60, "2"),
+    "sop": f"{ROOT}.3.".ljust(60, "3"),
+    "patient_id": "PID9999999",
+    "patient_name": "BENCH^PATIENT^0000000",
+    "accession": "ACC99999999",
+}
+
+
+def template() -> tuple[bytes, dict[str, list[int]]]:
+    """One 64x64 CT as Part 10 bytes, and where each placeholder sits in it."""
+    path = get_testdata_file("CT_small.dcm", download=False)
+    assert path is not None
+    ds = pydicom.dcmread(path)
+    ds.Rows = ds.Columns = 64
+    ds.PixelData = (np.arange(64 * 64, dtype=np.int16) % 512).tobytes()
+    ds.StudyInstanceUID = PLACEHOLDERS["study"]
+    ds.SeriesInstanceUID = PLACEHOLDERS["series"]
+    ds.SOPInstanceUID = PLACEHOLDERS["sop"]
+    ds.file_meta.MediaStorageSOPInstanceUID = PLACEHOLDERS["sop"]
+    ds.PatientID = PLACEHOLDERS["patient_id"]
+    ds.PatientName = PLACEHOLDERS["patient_name"]
+    ds.AccessionNumber = PLACEHOLDERS["accession"]
+    buf = DicomBytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    where: dict[str, list[int]] = {}
+    for key, text in PLACEHOLDERS.items():
+        raw = text.encode()
+        hits, at = [], data.find(raw)
+        while at >= 0:
+            hits.append(at)
+            at = data.find(raw, at + 1)
+        assert hits, key
+        where[key] = hits
+    return data, where
+
+
+def layout(n: int) -> Iterator[tuple[int, int, int, int]]:
+    """(patient, study, series, instance) for n files."""
+    per_study = INSTANCES_PER_SERIES * SERIES_PER_STUDY
+    for i in range(n):
+        study, rest = divmod(i, per_study)
+        series, inst = divmod(rest, INSTANCES_PER_SERIES)
+        yield study // STUDIES_PER_PATIENT, study, series, inst
+
+
+def generate(tree: Path, n: int) -> None:
+    data, where = template()
+    t0 = time.perf_counter()
+    made: set[Path] = set()
+    for patient, study, series, inst in layout(n):
+        values = {
+            "study": f"{ROOT}.1.{study}",
+            "series": f"{ROOT}.2.{study}.{series}",
+            "sop": f"{ROOT}.3.{study}.{series}.{inst}",
+            "patient_id": f"PID{patient:07d}",
+            "patient_name": f"BENCH^PATIENT^{patient:07d}",
+            "accession": f"ACC{study:08d}",
+        }
+        out = bytearray(data)
+        for key, value in values.items():
+            width = len(PLACEHOLDERS[key])
+            # UIDs are padded with NUL, text with spaces, as DICOM pads each VR.
+            pad = b"\x00" if key in ("study", "series", "sop") else b" "
+            raw = value.encode().ljust(width, pad)
+            for at in where[key]:
+                out[at : at + width] = raw
+        folder = tree / f"P{patient:06d}" / f"ST{study:06d}" / f"SE{series:02d}"
+        if folder not in made:
+            folder.mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        (folder / f"IM{inst:04d}.dcm").write_bytes(out)
+    print(f"generated {n:,} files in {time.perf_counter() - t0:.1f}s under {tree}")
+
+
+def files_of(tree: Path) -> list[str]:
+    out = []
+    for folder, _dirs, names in os.walk(tree):
+        out.extend(os.path.join(folder, name) for name in names)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/pacsmig-inventory-bench"))
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args()
+
+    tree = args.dir / f"tree-{args.files}"
+    marker = args.dir / f"tree-{args.files}.complete"
+    if not marker.exists():
+        generate(tree, args.files)
+        marker.write_text(str(args.files))
+    else:
+        print(f"reusing {tree}")
+    index = args.dir / "index.sqlite"
+
+    paths = files_of(tree)
+    for p in paths:  # warm the page cache for everyone alike
+        with open(p, "rb") as fh:
+            fh.read()
+    n = len(paths)
+
+    t0 = time.perf_counter()
+    for p in files_of(tree):
+        pydicom.dcmread(p, stop_before_pixels=True)
+    plain = time.perf_counter() - t0
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    first = scan([tree], index_path=index, workers=args.workers)
+    first_t = time.perf_counter() - t0
+    assert first.files_read == n and first.files_seen == n, (first.files_read, first.files_seen)
+    assert not first.quarantine, first.quarantine[:3]
+
+    t0 = time.perf_counter()
+    again = scan([tree], index_path=index, workers=args.workers)
+    again_t = time.perf_counter() - t0
+    assert again.files_read == 0 and again.files_seen == n
+    assert again.studies == first.studies
+
+    print(f"files: {n:,}  studies: {len(first.studies):,}  cpus: {os.cpu_count()}")
+    print(f"(a) plain dcmread loop   {plain:8.2f}s  {n / plain:10,.0f} files/s")
+    print(f"(b) first scan           {first_t:8.2f}s  {n / first_t:10,.0f} files/s")
+    print(f"(c) re-scan, no change   {again_t:8.2f}s  {n / again_t:10,.0f} files/s")
+    print(f"b vs a: {plain / first_t:.1f}x faster (target >= 2)")
+    print(f"c vs b: {first_t / again_t:.1f}x faster (target >= 20)")
+
+
+if __name__ == "__main__":
+    main()

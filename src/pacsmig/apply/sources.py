@@ -1,0 +1,189 @@
+"""Where apply gets a study's instances from: a live PACS (DIMSE) or legacy storage (files).
+
+Both answer the same two questions: which instances does the source hold of a study now, and
+fetch these into the spool. The executor does not know which kind it talks to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from pacsmig.apply.spool import StudySpool
+from pacsmig.dicomnet.ae import Peer
+from pacsmig.dicomnet.contexts import storage_class_chunks
+from pacsmig.dicomnet.find import open_find
+from pacsmig.dicomnet.received import ReceivedInstance
+from pacsmig.dicomnet.retrieve import RetrieveRequest, RetrieveResult, c_get, c_move
+from pacsmig.dicomnet.scp import StorageSCP
+from pacsmig.errors import PacsmigError
+from pacsmig.inventory.dimse import peer_of
+from pacsmig.inventory.model import InstanceRecord
+from pacsmig.spec.model import DimseSource, FilesystemSource, Spec
+
+IMAGE_LEVEL_BATCH = 100
+
+
+class SourceAccess(Protocol):
+    def instances(self, study_uid: str) -> list[InstanceRecord]:
+        """Every instance the source holds of the study now."""
+        ...
+
+    def fetch(
+        self,
+        study_uid: str,
+        instances: list[InstanceRecord],
+        missing: list[InstanceRecord],
+        spool: StudySpool,
+    ) -> str:
+        """Bring the missing instances into the spool; describe what went wrong, if anything."""
+        ...
+
+
+@contextlib.contextmanager
+def open_source(spec: Spec, index_path: Path | None) -> Iterator[SourceAccess]:
+    if isinstance(spec.source, FilesystemSource):
+        if index_path is None:
+            raise PacsmigError("a filesystem source needs its index")
+        yield FilesystemAccess(index_path)
+        return
+    access = DimseAccess(spec, spec.source)
+    with access.running():
+        yield access
+
+
+class DimseAccess:
+    def __init__(self, spec: Spec, source: DimseSource) -> None:
+        self.spec = spec
+        self.retrieve = source.retrieve
+        self.peer: Peer = peer_of(source, "source")
+        self.calling = spec.local.ae_title
+        self._scp: StorageSCP | None = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """pacsmig's Storage SCP runs for the whole apply when instances come by C-MOVE."""
+        if self.retrieve != "c-move":
+            yield
+            return
+        assert self.spec.local.port is not None  # the spec loader requires it for c-move
+        scp = StorageSCP(
+            ae_title=self.calling,
+            port=self.spec.local.port,
+            bind=self.spec.local.bind,
+            allowed_calling=[self.peer.ae_title],
+            timeout=self.peer.timeout,
+        )
+        scp.start()
+        self._scp = scp
+        try:
+            yield
+        finally:
+            scp.stop()
+            self._scp = None
+
+    def instances(self, study_uid: str) -> list[InstanceRecord]:
+        with open_find(self.calling, self.peer) as finder:
+            return finder.study_instances(study_uid)
+
+    def fetch(
+        self,
+        study_uid: str,
+        instances: list[InstanceRecord],
+        missing: list[InstanceRecord],
+        spool: StudySpool,
+    ) -> str:
+        if len(missing) == len(instances):
+            requests = [RetrieveRequest(study_uid=study_uid)]
+        else:
+            requests = image_requests(study_uid, missing)
+        classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid})
+        outcomes: list[RetrieveResult] = []
+        if self.retrieve == "c-move":
+            assert self._scp is not None
+            self._scp.set_sink(spool)
+            try:
+                for request in requests:
+                    outcomes.append(c_move(self.calling, self.peer, request, self.calling))
+            finally:
+                self._scp.set_sink(None)
+        elif all(i.sop_class_uid for i in instances):
+            for request in requests:
+                outcomes.append(c_get(self.calling, self.peer, request, classes, spool))
+        else:
+            # The source did not name SOP classes: offer every storage class, a slice per
+            # association, asking each time only for what has not arrived yet.
+            for n, chunk in enumerate(storage_class_chunks()):
+                if n:
+                    remaining = [i for i in missing if i.sop_uid not in spool.received]
+                    if not remaining:
+                        break
+                    requests = image_requests(study_uid, remaining)
+                for request in requests:
+                    outcomes.append(
+                        c_get(self.calling, self.peer, request, chunk, spool, classes_known=False)
+                    )
+        bad = [o for o in outcomes if o.status not in (0x0000,)]
+        return bad[-1].describe() if bad else "retrieved"
+
+
+class FilesystemAccess:
+    """Instances come from the file index built at planning, read and normalised to Part 10."""
+
+    def __init__(self, index_path: Path) -> None:
+        self.index_path = index_path
+
+    def instances(self, study_uid: str) -> list[InstanceRecord]:
+        from pacsmig.inventory.files import study_instances
+
+        return [
+            InstanceRecord(
+                sop_uid=f.sop_uid, series_uid=f.series_uid, sop_class_uid=f.sop_class_uid
+            )
+            for f in study_instances(self.index_path, study_uid)
+        ]
+
+    def fetch(
+        self,
+        study_uid: str,
+        instances: list[InstanceRecord],
+        missing: list[InstanceRecord],
+        spool: StudySpool,
+    ) -> str:
+        from pacsmig.inventory.files import read_normalised, study_instances
+
+        wanted = {i.sop_uid for i in missing}
+        problems: list[str] = []
+        for f in study_instances(self.index_path, study_uid):
+            if f.sop_uid not in wanted:
+                continue
+            try:
+                data = read_normalised(f)
+            except (PacsmigError, OSError) as exc:
+                problems.append(str(exc))
+                continue
+            spool(
+                ReceivedInstance(
+                    sop_uid=f.sop_uid,
+                    sop_class_uid=f.sop_class_uid,
+                    transfer_syntax=f.transfer_syntax,
+                    data=data,
+                )
+            )
+        return problems[0] if problems else "read"
+
+
+def image_requests(study_uid: str, instances: list[InstanceRecord]) -> list[RetrieveRequest]:
+    """IMAGE-level requests for some instances: a list of UIDs per series (PS3.4 C.4.2.2.1)."""
+    by_series: dict[str, list[str]] = {}
+    for inst in instances:
+        by_series.setdefault(inst.series_uid, []).append(inst.sop_uid)
+    return [
+        RetrieveRequest(
+            study_uid=study_uid, series_uid=series, sop_uids=tuple(uids[i : i + IMAGE_LEVEL_BATCH])
+        )
+        for series, uids in sorted(by_series.items())
+        for i in range(0, len(uids), IMAGE_LEVEL_BATCH)
+    ]

@@ -1,0 +1,1573 @@
+"""Inventory of a file tree: the legacy PACS's RAID, tape or disc dumps.
+
+``scan`` walks the roots, reads the *header* of every candidate file in worker processes,
+keeps what it learnt in a SQLite index keyed by (path, size, mtime_ns) so the next scan reads
+only new or changed files, and builds the same StudyRecords a C-FIND inventory would.
+
+Legacy storage holds more than clean Part 10 files, so each file is parsed by a small
+structural walker rather than trusted: it finds the true encoding (trying the others when the
+File Meta lies or is missing), and walks every element to the end of the file -- seeking past
+large values, never loading pixel data -- so that a file cut short is caught here, not at the
+destination. What normalisation has to do is recorded as stable fix codes:
+
+``gzip``
+    the whole file is gzip-compressed; normalisation gunzips it.
+``no_preamble``
+    no 128-byte preamble and ``DICM`` prefix.
+``no_file_meta``
+    no File Meta Information group at all (a bare data set).
+``invalid_file_meta``
+    a File Meta group that lacks a required element, names other SOP UIDs than the data set,
+    or has a wrong group length.
+``wrong_transfer_syntax_in_meta``
+    the File Meta names a transfer syntax the data set is not encoded in.
+``big_endian``
+    Explicit VR Big Endian (retired, refused by most archives); normalisation transcodes the
+    data set to Explicit VR Little Endian, swapping binary values by their VR.
+
+Files that cannot be migrated are quarantined with a reason: ``not_dicom``, ``truncated``,
+``corrupt``, ``missing_uid``, ``unreadable`` or ``duplicate_conflict``. Every file seen ends
+as exactly one of: an instance, an identical duplicate, a quarantine entry, or a DICOMDIR.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import sqlite3
+import struct
+import threading
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Final
+
+from pydicom import dcmread
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+from pacsmig import __version__
+from pacsmig.errors import InputError
+from pacsmig.inventory.model import SeriesRecord, StudyRecord
+
+__all__ = [
+    "FIX_CODES",
+    "QUARANTINE_REASONS",
+    "FileInstance",
+    "QuarantineEntry",
+    "ScanResult",
+    "read_normalised",
+    "scan",
+]
+
+Progress = Callable[[int, int], None]
+
+FIX_CODES: Final = (
+    "gzip",
+    "no_preamble",
+    "no_file_meta",
+    "invalid_file_meta",
+    "wrong_transfer_syntax_in_meta",
+    "big_endian",
+)
+QUARANTINE_REASONS: Final = (
+    "not_dicom",
+    "truncated",
+    "corrupt",
+    "missing_uid",
+    "unreadable",
+    "duplicate_conflict",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileInstance:
+    """One readable instance file, with what normalisation must do to it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sop_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    # The syntax the data set is really encoded in, whatever the File Meta claims.
+    transfer_syntax: str
+    fixes: tuple[str, ...] = ()
+    patient_id: str = ""
+    patient_name: str = ""
+    birth_date: str = ""
+    sex: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    accession: str = ""
+    study_description: str = ""
+    modality: str = ""
+    series_number: str = ""
+    series_description: str = ""
+    instance_number: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuarantineEntry:
+    """A file that cannot be migrated; ``detail`` names tags and offsets, never values."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanResult:
+    studies: list[StudyRecord]
+    # Study Instance UID -> the kept file of each of its SOP instances, by path.
+    instances: dict[str, list[FileInstance]]
+    quarantine: list[QuarantineEntry]
+    # (sop_uid, kept_path, other_path) for byte-identical copies of one instance.
+    duplicates: list[tuple[str, str, str]]
+    # Study Instance UID -> one line per same-SOP-UID-different-content pair: hold the study.
+    conflicts: dict[str, list[str]]
+    files_seen: int
+    # Files parsed by this scan (the rest came from the index unchanged).
+    files_read: int
+    dicomdirs: list[str] = field(default_factory=list)
+
+
+# --- DICOM constants --------------------------------------------------------------------------
+
+IMPLICIT_LE: Final = "1.2.840.10008.1.2"
+EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
+DEFLATED_LE: Final = "1.2.840.10008.1.2.1.99"
+EXPLICIT_BE: Final = "1.2.840.10008.1.2.2"
+# JPIP Referenced Deflate: the data set is deflated like 1.2.840.10008.1.2.1.99.
+JPIP_DEFLATE: Final = "1.2.840.10008.1.2.4.95"
+MEDIA_STORAGE_DIRECTORY: Final = "1.2.840.10008.1.3.10"
+# Native syntaxes; every other (known or private) syntax encapsulates its pixel data.
+_NATIVE: Final = frozenset({IMPLICIT_LE, EXPLICIT_LE, DEFLATED_LE, EXPLICIT_BE, JPIP_DEFLATE})
+_JPIP_REFERENCED: Final = "1.2.840.10008.1.2.4.94"
+
+# How a data set's bytes are laid out; a transfer syntax maps onto one of these.
+_ILE, _ELE, _EBE, _DEFL = "implicit_le", "explicit_le", "explicit_be", "deflated"
+_CANONICAL_TS: Final = {_ILE: IMPLICIT_LE, _ELE: EXPLICIT_LE, _EBE: EXPLICIT_BE, _DEFL: DEFLATED_LE}
+
+_LONG_VRS: Final = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_SHORT_VRS: Final = frozenset(
+    {
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
+        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    }
+)  # fmt: skip
+_ALL_VRS: Final = _LONG_VRS | _SHORT_VRS
+# Byte width of the unit each binary VR is made of, for swapping big-endian values.
+_SWAP_WIDTH: Final = {
+    b"US": 2, b"SS": 2, b"OW": 2, b"AT": 2,
+    b"UL": 4, b"SL": 4, b"FL": 4, b"OF": 4, b"OL": 4,
+    b"FD": 8, b"OD": 8, b"SV": 8, b"UV": 8, b"OV": 8,
+}  # fmt: skip
+
+_UNDEFINED: Final = 0xFFFFFFFF
+_ITEM: Final = 0xFFFEE000
+_ITEM_DELIM: Final = 0xFFFEE00D
+_SEQ_DELIM: Final = 0xFFFEE0DD
+_PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_MAX_DEPTH: Final = 48
+
+T_CHARSET: Final = 0x00080005
+T_SOP_CLASS: Final = 0x00080016
+T_SOP_UID: Final = 0x00080018
+T_STUDY_DATE: Final = 0x00080020
+T_STUDY_TIME: Final = 0x00080030
+T_ACCESSION: Final = 0x00080050
+T_MODALITY: Final = 0x00080060
+T_STUDY_DESC: Final = 0x00081030
+T_SERIES_DESC: Final = 0x0008103E
+T_PATIENT_NAME: Final = 0x00100010
+T_PATIENT_ID: Final = 0x00100020
+T_BIRTH_DATE: Final = 0x00100030
+T_SEX: Final = 0x00100040
+T_STUDY_UID: Final = 0x0020000D
+T_SERIES_UID: Final = 0x0020000E
+T_SERIES_NUMBER: Final = 0x00200011
+T_INSTANCE_NUMBER: Final = 0x00200013
+T_ROWS: Final = 0x00280010
+_WANTED: Final = frozenset(
+    {
+        T_CHARSET, T_SOP_CLASS, T_SOP_UID, T_STUDY_DATE, T_STUDY_TIME, T_ACCESSION,
+        T_MODALITY, T_STUDY_DESC, T_SERIES_DESC, T_PATIENT_NAME, T_PATIENT_ID, T_BIRTH_DATE,
+        T_SEX, T_STUDY_UID, T_SERIES_UID, T_SERIES_NUMBER, T_INSTANCE_NUMBER, T_ROWS,
+    }
+)  # fmt: skip
+_REQUIRED_UIDS: Final = (
+    (T_SOP_UID, "SOP Instance UID"),
+    (T_SOP_CLASS, "SOP Class UID"),
+    (T_STUDY_UID, "Study Instance UID"),
+    (T_SERIES_UID, "Series Instance UID"),
+)
+# Longest value worth keeping for the inventory; anything longer is not one of ours.
+_MAX_KEPT_VALUE: Final = 1024
+
+_HEAD: Final = 16384
+_WINDOW: Final = 4096
+_WS: Final = " \x00\t\r\n\f\v"
+_UID_RE: Final = re.compile(r"[0-9.]+\Z")
+
+_U16_LE = struct.Struct("<H")
+_U32_LE = struct.Struct("<L")
+_TAG_LE = struct.Struct("<HH")
+_TAG_BE = struct.Struct(">HH")
+_U16_BE = struct.Struct(">H")
+_U32_BE = struct.Struct(">L")
+_ELEM_HDR_LE = struct.Struct("<HHL")
+
+
+class _Bad(Exception):
+    """A file that cannot become an instance: reason code and a patient-free detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+# --- byte source -----------------------------------------------------------------------------
+
+
+class _Source:
+    """Bytes of one file: a head read up front, further windows read on demand.
+
+    Values the walker skips (pixel data, large private blobs) are never read: a file is known
+    complete once every element's declared length fits exactly in its size.
+    """
+
+    __slots__ = ("base", "buf", "fd", "size")
+
+    def __init__(self, buf: bytes, size: int, fd: int = -1) -> None:
+        self.buf = buf
+        self.base = 0
+        self.size = size
+        self.fd = fd
+
+    def window(self, pos: int, need: int) -> None:
+        if pos + need > self.size:
+            raise _Bad("truncated", f"file ends at byte {self.size}, inside the element at {pos}")
+        if self.fd < 0:
+            # In memory, everything up to size is already in buf.
+            return
+        buf = os.pread(self.fd, max(need, _WINDOW), pos)
+        if len(buf) < need:
+            raise _Bad("truncated", f"file shrank to {pos + len(buf)} bytes while being read")
+        self.buf = buf
+        self.base = pos
+
+    def read(self, pos: int, n: int) -> bytes:
+        off = pos - self.base
+        if off >= 0 and off + n <= len(self.buf):
+            return self.buf[off : off + n]
+        self.window(pos, n)
+        return self.buf[:n]
+
+    def is_zero_tail(self, pos: int) -> bool:
+        """Whether everything from pos to the end is NUL padding (some writers pad media)."""
+        while pos < self.size:
+            n = min(1 << 20, self.size - pos)
+            if self.read(pos, n).strip(b"\x00"):
+                return False
+            pos += n
+        return True
+
+
+# --- structural walk -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What one pass over the data set found."""
+
+    found: dict[int, bytes] = field(default_factory=dict)
+    pixels: bool = False
+    encapsulated: bool = False
+
+
+def _walk_dataset(
+    src: _Source,
+    pos: int,
+    end: int,
+    enc: str,
+    depth: int,
+    out: _Walk | None,
+) -> int:
+    """Walk elements from pos; end = -1 means an undefined-length item (stop at its delimiter).
+
+    Returns the position after the last element (after the delimiter when end == -1). Only
+    depth 0 (out is not None) records values; nested data sets are checked for structure.
+    """
+    if depth > _MAX_DEPTH:
+        raise _Bad("corrupt", f"sequences nested deeper than {_MAX_DEPTH} at byte {pos}")
+    implicit = enc == _ILE
+    little = enc != _EBE
+    tag_s = _TAG_LE if little else _TAG_BE
+    u16 = _U16_LE if little else _U16_BE
+    u32 = _U32_LE if little else _U32_BE
+    size = src.size
+    limit = size if end < 0 else end
+    buf = src.buf
+    base = src.base
+    while pos < limit:
+        if pos < base or pos + 12 > base + len(buf):
+            if pos + 8 > size:
+                raise _Bad("truncated", f"file ends at byte {size}, inside an element header")
+            src.window(pos, min(12, size - pos))
+            buf, base = src.buf, src.base
+        off = pos - base
+        group, elem = tag_s.unpack_from(buf, off)
+        tag = group << 16 | elem
+        if group == 0xFFFE:
+            if tag == _ITEM_DELIM and end < 0:
+                return pos + 8
+            raise _Bad("corrupt", f"unexpected delimiter {_tag_text(tag)} at byte {pos}")
+        if implicit:
+            vr = b""
+            length = u32.unpack_from(buf, off + 4)[0]
+            vstart = pos + 8
+        else:
+            vr = buf[off + 4 : off + 6]
+            if vr in _LONG_VRS:
+                if off + 12 > len(buf):
+                    raise _Bad("truncated", f"file ends at byte {size}, inside an element header")
+                length = u32.unpack_from(buf, off + 8)[0]
+                vstart = pos + 12
+            elif vr in _SHORT_VRS:
+                length = u16.unpack_from(buf, off + 6)[0]
+                vstart = pos + 8
+            elif out is not None and tag == 0 and src.is_zero_tail(pos):
+                break
+            else:
+                raise _Bad("corrupt", f"invalid VR at byte {pos + 4} in {_tag_text(tag)}")
+        if length == _UNDEFINED:
+            if tag in _PIXEL_TAGS and vr in (b"", b"OB", b"OW"):
+                # Encapsulated (compressed) frames; valid only in explicit VR LE, which the
+                # caller checks against the transfer syntax.
+                pos = _walk_items(src, vstart, enc, depth, fragments=True)
+                if out is not None:
+                    out.encapsulated = True
+            elif implicit or vr == b"SQ":
+                pos = _walk_items(src, vstart, enc, depth, fragments=False)
+            elif vr == b"UN":
+                # CP-246: an undefined-length UN is a sequence encoded as implicit VR LE.
+                pos = _walk_items(src, vstart, _ILE, depth, fragments=False)
+            else:
+                raise _Bad("corrupt", f"undefined length on {_tag_text(tag)} at byte {pos}")
+            buf, base = src.buf, src.base
+        else:
+            vend = vstart + length
+            if vend > limit:
+                if vend > size:
+                    raise _Bad(
+                        "truncated",
+                        f"{_tag_text(tag)} at byte {pos} declares {length} bytes; "
+                        f"the file ends at byte {size}",
+                    )
+                raise _Bad("corrupt", f"{_tag_text(tag)} at byte {pos} overruns its container")
+            if out is not None and tag in _WANTED and length <= _MAX_KEPT_VALUE:
+                voff = vstart - base
+                if voff + length <= len(buf):
+                    out.found[tag] = buf[voff : voff + length]
+                else:
+                    out.found[tag] = src.read(vstart, length)
+                    buf, base = src.buf, src.base
+            pos = vend
+        if out is not None and tag in _PIXEL_TAGS:
+            out.pixels = True
+    if end >= 0 and pos != end:
+        raise _Bad("corrupt", f"elements overrun their item at byte {pos}")
+    return pos
+
+
+def _walk_items(src: _Source, pos: int, enc: str, depth: int, *, fragments: bool) -> int:
+    """Walk the items of an undefined-length sequence (or pixel fragments) to its delimiter."""
+    little = enc != _EBE
+    hdr = _ELEM_HDR_LE if little else struct.Struct(">HHL")
+    size = src.size
+    while True:
+        if pos + 8 > size:
+            raise _Bad("truncated", f"file ends at byte {size} inside a sequence")
+        group, elem, length = hdr.unpack(src.read(pos, 8))
+        tag = group << 16 | elem
+        if tag == _SEQ_DELIM:
+            return pos + 8
+        if tag != _ITEM:
+            raise _Bad("corrupt", f"expected an item at byte {pos}, found {_tag_text(tag)}")
+        if length == _UNDEFINED:
+            if fragments:
+                raise _Bad("corrupt", f"pixel data fragment of undefined length at byte {pos}")
+            pos = _walk_dataset(src, pos + 8, -1, enc, depth + 1, None)
+        else:
+            if pos + 8 + length > size:
+                raise _Bad(
+                    "truncated",
+                    f"item at byte {pos} declares {length} bytes; the file ends at byte {size}",
+                )
+            pos += 8 + length
+
+
+# --- file layout -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Meta:
+    """The File Meta group as found (all raw values), and where the data set starts."""
+
+    start: int
+    end: int
+    ts: str = ""
+    sop_class: str = ""
+    sop_uid: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Parsed:
+    ts: str
+    fixes: tuple[str, ...]
+    found: dict[int, bytes]
+    ds_start: int
+    # The data set in its true encoding (inflated when deflated), or None when only the
+    # head of the file was read.
+    dataset: bytes | None = None
+    # The bytes after the File Meta exactly as stored (still deflated when deflated).
+    stored: bytes | None = None
+    dicomdir: bool = False
+
+
+def _uid(raw: bytes | None) -> str:
+    if not raw:
+        return ""
+    try:
+        return raw.decode("ascii").strip(_WS)
+    except UnicodeDecodeError:
+        return "\ufffd"
+
+
+def _encoding_of(ts: str) -> str:
+    if ts == IMPLICIT_LE:
+        return _ILE
+    if ts == EXPLICIT_BE:
+        return _EBE
+    if ts in (DEFLATED_LE, JPIP_DEFLATE):
+        return _DEFL
+    return _ELE
+
+
+def _parse_meta(src: _Source, start: int) -> _Meta:
+    """Read the group 0002 elements from start (explicit VR LE, or implicit as a fallback)."""
+    meta = _Meta(start=start, end=start)
+    pos = start
+    size = src.size
+    group_length: int | None = None
+    values: dict[int, bytes] = {}
+    implicit = False
+    while pos + 8 <= size:
+        head = src.read(pos, min(12, size - pos))
+        group, elem = _TAG_LE.unpack_from(head, 0)
+        if group != 0x0002:
+            break
+        vr = head[4:6]
+        if not implicit and vr in _LONG_VRS:
+            if len(head) < 12:
+                raise _Bad("truncated", f"file ends inside the File Meta at byte {pos}")
+            length = _U32_LE.unpack_from(head, 8)[0]
+            vstart = pos + 12
+        elif not implicit and vr in _SHORT_VRS:
+            length = _U16_LE.unpack_from(head, 6)[0]
+            vstart = pos + 8
+        else:
+            if pos == start:
+                implicit = True
+            if not implicit:
+                raise _Bad("corrupt", f"invalid VR in the File Meta at byte {pos + 4}")
+            length = _U32_LE.unpack_from(head, 4)[0]
+            vstart = pos + 8
+        if length == _UNDEFINED or vstart + length > size:
+            raise _Bad("truncated", f"File Meta element at byte {pos} runs past the end")
+        value = src.read(vstart, length) if length <= _MAX_KEPT_VALUE else b""
+        tag = group << 16 | elem
+        values[tag] = value
+        if tag == 0x00020000 and length == 4:
+            group_length = _U32_LE.unpack(value)[0]
+            meta_body_start = vstart + 4
+        pos = vstart + length
+    meta.end = pos
+    if implicit:
+        meta.problems.append("File Meta in implicit VR")
+    if group_length is None:
+        meta.problems.append("no File Meta group length")
+    elif meta_body_start + group_length != pos:
+        meta.problems.append("wrong File Meta group length")
+    for tag, name in ((0x00020001, "version"), (0x00020012, "Implementation Class UID")):
+        if tag not in values:
+            meta.problems.append(f"no {name}")
+    ts = _uid(values.get(0x00020010))
+    meta.ts = ts if _UID_RE.match(ts) else ""
+    if not meta.ts:
+        meta.problems.append("no usable Transfer Syntax UID")
+    meta.sop_class = _uid(values.get(0x00020002))
+    meta.sop_uid = _uid(values.get(0x00020003))
+    return meta
+
+
+def _sniff_order(src: _Source, pos: int) -> list[str]:
+    """Encodings to try for a data set at pos, the likeliest first."""
+    head = src.read(pos, min(6, src.size - pos))
+    explicit = head[4:6] in _ALL_VRS
+    if head[:2] == b"\x00\x08":
+        return [_EBE, _ELE, _ILE]
+    if explicit:
+        return [_ELE, _ILE, _EBE]
+    return [_ILE, _ELE, _EBE]
+
+
+def _looks_like_dataset(src: _Source, pos: int) -> bool:
+    """A bare data set opens with group 0008 (SOP Common, Identifying): LE or BE."""
+    head = src.read(pos, min(8, src.size - pos))
+    return len(head) == 8 and head[:2] in (b"\x08\x00", b"\x00\x08")
+
+
+def _try_encoding(src: _Source, ds_start: int, enc: str) -> tuple[_Walk, _Source, bytes | None]:
+    if enc == _DEFL:
+        raw = src.read(ds_start, src.size - ds_start)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(raw) + inflater.flush()
+        except zlib.error as exc:
+            raise _Bad("corrupt", "deflated data set does not inflate") from exc
+        if not inflater.eof:
+            raise _Bad("truncated", "deflated data set ends before its end marker")
+        inner = _Source(data, len(data))
+        walk = _Walk()
+        _walk_dataset(inner, 0, len(data), _ELE, 0, walk)
+        return walk, inner, data
+    walk = _Walk()
+    _walk_dataset(src, ds_start, src.size, enc, 0, walk)
+    return walk, src, None
+
+
+def _missing_uids(found: dict[int, bytes]) -> list[str]:
+    return [name for tag, name in _REQUIRED_UIDS if not _uid(found.get(tag))]
+
+
+def _inspect(src: _Source, *, name: str = "", want_dataset: bool = False) -> _Parsed:
+    """Find the layout and true encoding of one (already gunzipped) file."""
+    size = src.size
+    if size == 0:
+        raise _Bad("not_dicom", "empty file")
+    fixes: list[str] = []
+    head = src.read(0, min(132, size))
+    meta: _Meta | None = None
+    if size >= 132 and head[128:132] == b"DICM":
+        meta_at = 132
+    elif head[:4] == b"DICM":
+        meta_at = 4
+        fixes.append("no_preamble")
+    elif head[:2] == b"\x02\x00" and size >= 8:
+        meta_at = 0
+        fixes.append("no_preamble")
+    else:
+        meta_at = -1
+        fixes.append("no_preamble")
+    if meta_at >= 0:
+        meta = _parse_meta(src, meta_at)
+        if meta.end == meta.start:
+            meta = None
+    if meta is None:
+        fixes.append("no_file_meta")
+        ds_start = max(meta_at, 0)
+        if ds_start >= size:
+            raise _Bad("truncated", "file ends before the data set")
+        if not _looks_like_dataset(src, ds_start):
+            if meta_at < 0:
+                raise _Bad("not_dicom", "no DICM prefix and no recognisable data set")
+            raise _Bad("corrupt", "DICM prefix but neither File Meta nor a data set after it")
+    else:
+        ds_start = meta.end
+        if meta.sop_class == MEDIA_STORAGE_DIRECTORY or name.upper().startswith("DICOMDIR"):
+            return _Parsed(ts=meta.ts, fixes=(), found={}, ds_start=ds_start, dicomdir=True)
+        if ds_start >= size:
+            raise _Bad("truncated", "file ends after the File Meta")
+    declared = meta.ts if meta else ""
+    order = _sniff_order(src, ds_start) if ds_start < size else [_ELE]
+    if declared:
+        first = _encoding_of(declared)
+        order = [first] + [e for e in order if e != first]
+    first_error: _Bad | None = None
+    chosen: tuple[str, _Walk, _Source, bytes | None] | None = None
+    for enc in order:
+        try:
+            walk, inner, data = _try_encoding(src, ds_start, enc)
+        except _Bad as bad:
+            first_error = first_error or bad
+            continue
+        if not _missing_uids(walk.found):
+            chosen = (enc, walk, inner, data)
+            break
+        # Structurally clean but without its UIDs: the likeliest reading unless another
+        # encoding finds them.
+        chosen = chosen or (enc, walk, inner, data)
+    if chosen is None:
+        assert first_error is not None
+        raise first_error
+    enc, walk, inner, data = chosen
+    missing = _missing_uids(walk.found)
+    if missing:
+        raise _Bad("missing_uid", "no " + ", no ".join(missing))
+    for tag, label in _REQUIRED_UIDS:
+        if not _UID_RE.match(_uid(walk.found.get(tag))):
+            raise _Bad("corrupt", f"{label} is not a valid UID")
+    ts = _true_syntax(declared, enc, walk)
+    if not walk.pixels and (T_ROWS in walk.found or _is_image_class(_uid(walk.found[T_SOP_CLASS]))):
+        raise _Bad("truncated", "image instance without Pixel Data: the file ends before it")
+    if meta is not None:
+        if not declared:
+            fixes.append("invalid_file_meta")
+        elif ts != declared:
+            fixes.append("wrong_transfer_syntax_in_meta")
+        uids_differ = meta.sop_class != _uid(walk.found[T_SOP_CLASS]) or meta.sop_uid != _uid(
+            walk.found[T_SOP_UID]
+        )
+        if (meta.problems or uids_differ) and "invalid_file_meta" not in fixes:
+            fixes.append("invalid_file_meta")
+    if enc == _EBE:
+        fixes.append("big_endian")
+    parsed = _Parsed(ts=ts, fixes=tuple(fixes), found=walk.found, ds_start=ds_start)
+    if want_dataset:
+        parsed.stored = src.read(ds_start, size - ds_start)
+        parsed.dataset = data if data is not None else parsed.stored
+    return parsed
+
+
+def _true_syntax(declared: str, enc: str, walk: _Walk) -> str:
+    """The transfer syntax the data set is really in, given the encoding that parsed it."""
+    if declared and _encoding_of(declared) == enc and _is_transfer_syntax(declared):
+        if declared in _NATIVE or declared == _JPIP_REFERENCED:
+            ts = declared
+        else:
+            # A compressed syntax names how pixels are encoded: native pixels belie it.
+            ts = declared if walk.encapsulated or not walk.pixels else EXPLICIT_LE
+    else:
+        ts = _CANONICAL_TS[enc]
+    if walk.encapsulated and enc != _ELE:
+        raise _Bad("corrupt", "encapsulated Pixel Data in a data set that is not explicit VR LE")
+    if walk.encapsulated and ts in _NATIVE:
+        raise _Bad(
+            "corrupt",
+            "encapsulated Pixel Data, but no compressed transfer syntax names its codec",
+        )
+    return ts
+
+
+@lru_cache(maxsize=64)
+def _is_transfer_syntax(uid: str) -> bool:
+    return bool(UID(uid).is_transfer_syntax)
+
+
+@lru_cache(maxsize=512)
+def _is_image_class(sop_class: str) -> bool:
+    try:
+        return "Image Storage" in UID(sop_class).name
+    except Exception:
+        return False
+
+
+# --- text values ------------------------------------------------------------------------------
+
+_TEXT_DELIMS: Final = {0x5C, 0x0D, 0x0A, 0x09, 0x0C}
+_PN_DELIMS: Final = _TEXT_DELIMS | {0x3D, 0x5E}
+
+
+@lru_cache(maxsize=64)
+def _encodings(charset: bytes) -> tuple[str, ...]:
+    terms = [t.strip(_WS) for t in charset.decode("latin-1").split("\\")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return tuple(convert_encodings(terms or None))
+        except Exception:
+            return ("iso8859",)
+
+
+def _text(found: dict[int, bytes], tag: int, *, pn: bool = False) -> str:
+    """Like the C-FIND inventory: stripped text, multiple values joined by backslash."""
+    raw = found.get(tag)
+    if not raw:
+        return ""
+    if raw.isascii() and b"\x1b" not in raw:
+        text = raw.decode("ascii")
+    else:
+        encodings = _encodings(found.get(T_CHARSET, b""))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                text = decode_bytes(raw, list(encodings), _PN_DELIMS if pn else _TEXT_DELIMS)
+            except Exception:
+                text = raw.decode("latin-1")
+    if "\\" in text:
+        return "\\".join(v.strip(_WS) for v in text.split("\\"))
+    return text.strip(_WS)
+
+
+# --- one file ---------------------------------------------------------------------------------
+
+# Index rows, also what workers return: one tuple per file in this column order.
+_COLUMNS: Final = (
+    "path", "size", "mtime_ns", "kind", "sop_uid", "sop_class_uid", "study_uid", "series_uid",
+    "transfer_syntax", "fixes", "patient_id", "patient_name", "birth_date", "sex",
+    "study_date", "study_time", "accession", "study_description", "modality",
+    "series_number", "series_description", "instance_number", "reason", "detail", "digest",
+)  # fmt: skip
+_NCOL: Final = len(_COLUMNS)
+_K_INSTANCE, _K_QUARANTINE, _K_DICOMDIR = "i", "q", "d"
+Row = tuple[
+    str, int, int, str, str, str, str, str, str, str, str, str, str, str, str, str, str, str,
+    str, str, str, str, str, str, "str | None",
+]  # fmt: skip
+
+_EMPTY_FIELDS: Final = ("",) * 18
+
+
+def _quarantine_row(path: str, size: int, mtime_ns: int, reason: str, detail: str) -> Row:
+    return (path, size, mtime_ns, _K_QUARANTINE, *_EMPTY_FIELDS, reason, detail, None)
+
+
+def _open_source(fd: int, size: int) -> tuple[_Source, bool]:
+    """The file's bytes, gunzipped when the gzip magic says so."""
+    head = os.pread(fd, _HEAD, 0)
+    if head[:2] != b"\x1f\x8b":
+        return _Source(head, size, fd), False
+    raw = head if len(head) >= size else head + _pread_all(fd, len(head), size)
+    try:
+        data = gzip.decompress(raw)
+    except EOFError as exc:
+        raise _Bad("truncated", "gzip stream ends before its end marker") from exc
+    except (OSError, zlib.error) as exc:
+        raise _Bad("corrupt", f"gzip stream is damaged ({type(exc).__name__})") from exc
+    return _Source(data, len(data)), True
+
+
+def _pread_all(fd: int, pos: int, size: int) -> bytes:
+    parts = []
+    while pos < size:
+        chunk = os.pread(fd, min(1 << 24, size - pos), pos)
+        if not chunk:
+            break
+        parts.append(chunk)
+        pos += len(chunk)
+    return b"".join(parts)
+
+
+def _read_one(path: str) -> Row:
+    size = mtime_ns = -1
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+            src, gzipped = _open_source(fd, size)
+            parsed = _inspect(src, name=os.path.basename(path))
+        finally:
+            os.close(fd)
+    except _Bad as bad:
+        return _quarantine_row(path, size, mtime_ns, bad.reason, bad.detail)
+    except OSError as exc:
+        detail = f"{type(exc).__name__}: {exc.strerror or 'I/O error'}"
+        return _quarantine_row(path, size, mtime_ns, "unreadable", detail)
+    except Exception as exc:
+        # A parser bug on one odd file must not stop the inventory of a million others.
+        return _quarantine_row(
+            path, size, mtime_ns, "corrupt", f"unparseable ({type(exc).__name__})"
+        )
+    if parsed.dicomdir:
+        return (path, size, mtime_ns, _K_DICOMDIR, *_EMPTY_FIELDS, "", "", None)
+    f = parsed.found
+    fixes = ("gzip",) + parsed.fixes if gzipped else parsed.fixes
+    return (
+        path,
+        size,
+        mtime_ns,
+        _K_INSTANCE,
+        _uid(f.get(T_SOP_UID)),
+        _uid(f.get(T_SOP_CLASS)),
+        _uid(f.get(T_STUDY_UID)),
+        _uid(f.get(T_SERIES_UID)),
+        parsed.ts,
+        " ".join(fixes),
+        _text(f, T_PATIENT_ID),
+        _text(f, T_PATIENT_NAME, pn=True),
+        _text(f, T_BIRTH_DATE),
+        _text(f, T_SEX),
+        _text(f, T_STUDY_DATE),
+        _text(f, T_STUDY_TIME),
+        _text(f, T_ACCESSION),
+        _text(f, T_STUDY_DESC),
+        _text(f, T_MODALITY),
+        _text(f, T_SERIES_NUMBER),
+        _text(f, T_SERIES_DESC),
+        _text(f, T_INSTANCE_NUMBER),
+        "",
+        "",
+        None,
+    )
+
+
+def _read_chunk(paths: list[str]) -> list[Row]:
+    return [_read_one(p) for p in paths]
+
+
+# --- full reads: normalisation and digests ---------------------------------------------------
+
+
+def _load(path: str, size: int, mtime_ns: int) -> tuple[_Parsed, bytes]:
+    """Parse a whole file again, refusing it if it is not the one that was indexed."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            raise InputError(
+                f"{path} changed on disk since it was indexed (size or mtime differ); "
+                "re-run the inventory"
+            )
+        data = _pread_all(fd, 0, size)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        os.close(fd)
+    try:
+        if data[:2] == b"\x1f\x8b":
+            try:
+                data = gzip.decompress(data)
+            except (EOFError, OSError, zlib.error) as exc:
+                raise _Bad("corrupt", "gzip stream is damaged") from exc
+        parsed = _inspect(_Source(data, len(data)), name=os.path.basename(path), want_dataset=True)
+    except _Bad as bad:
+        raise InputError(f"{path} is no longer readable as indexed: {bad.reason}") from None
+    return parsed, data
+
+
+def _digest_one(item: tuple[str, int, int]) -> tuple[str, str | None]:
+    path, size, mtime_ns = item
+    try:
+        parsed, _ = _load(path, size, mtime_ns)
+    except InputError:
+        return path, None
+    assert parsed.dataset is not None
+    return path, hashlib.sha256(parsed.dataset).hexdigest()
+
+
+def _digest_chunk(items: list[tuple[str, int, int]]) -> list[tuple[str, str | None]]:
+    return [_digest_one(i) for i in items]
+
+
+def _swap(value: bytes, width: int) -> bytes:
+    out = bytearray(value)
+    n = len(value) - len(value) % width
+    for k in range(width):
+        out[k:n:width] = value[width - 1 - k : n : width]
+    return bytes(out)
+
+
+def _be_to_le(data: bytes, pos: int, end: int, out: bytearray, depth: int = 0) -> int:
+    """Re-encode an explicit VR big endian data set as little endian, value by value."""
+    if depth > _MAX_DEPTH:
+        raise _Bad("corrupt", "sequences nested too deep")
+    bits_allocated = 16
+    while pos < end:
+        group, elem = _TAG_BE.unpack_from(data, pos)
+        tag = group << 16 | elem
+        if group == 0xFFFE:
+            length = _U32_BE.unpack_from(data, pos + 4)[0]
+            out += _ELEM_HDR_LE.pack(group, elem, length)
+            pos += 8
+            if tag == _ITEM_DELIM:
+                return pos
+            raise _Bad("corrupt", f"unexpected delimiter at byte {pos - 8}")
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            length = _U32_BE.unpack_from(data, pos + 8)[0]
+            out += _TAG_LE.pack(group, elem) + vr + b"\x00\x00" + _U32_LE.pack(length)
+            pos += 12
+        else:
+            length = _U16_BE.unpack_from(data, pos + 6)[0]
+            out += _TAG_LE.pack(group, elem) + vr + _U16_LE.pack(length)
+            pos += 8
+        if vr == b"SQ":
+            pos = _be_items(data, pos, length, out, depth)
+        elif length == _UNDEFINED:
+            # Only UN can be here: CP-246 content is implicit VR LE already, copy it as is.
+            src = _Source(data, len(data))
+            after = _walk_items(src, pos, _ILE, depth, fragments=False)
+            out += data[pos:after]
+            pos = after
+        else:
+            value = data[pos : pos + length]
+            width = _SWAP_WIDTH.get(vr)
+            if tag == 0x00280100 and length == 2:
+                bits_allocated = _U16_BE.unpack(value)[0]
+            elif tag == 0x7FE00010 and vr == b"OW" and bits_allocated in (32, 64):
+                # Readers (pydicom, GDCM) take OW pixels of 32/64-bit cells as whole
+                # big endian cells, not as 16-bit words.
+                width = bits_allocated // 8
+            out += _swap(value, width) if width else value
+            pos += length
+    return pos
+
+
+def _be_items(data: bytes, pos: int, length: int, out: bytearray, depth: int) -> int:
+    end = len(data) if length == _UNDEFINED else pos + length
+    while pos < end:
+        group, elem, item_len = struct.unpack_from(">HHL", data, pos)
+        tag = group << 16 | elem
+        out += _ELEM_HDR_LE.pack(group, elem, item_len)
+        pos += 8
+        if tag == _SEQ_DELIM:
+            return pos
+        if tag != _ITEM:
+            raise _Bad("corrupt", f"expected an item at byte {pos - 8}")
+        if item_len == _UNDEFINED:
+            pos = _be_to_le(data, pos, len(data), out, depth + 1)
+        else:
+            pos = _be_to_le(data, pos, pos + item_len, out, depth + 1)
+    return pos
+
+
+def _file_meta(sop_class: str, sop_uid: str, ts: str) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(ts)
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"PACSMIG_{__version__}"[:16]
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    return fp.getvalue()
+
+
+def read_normalised(instance: FileInstance) -> bytes:
+    """The instance as a valid Part 10 byte string: data set bytes kept, File Meta corrected.
+
+    Gunzips, adds the preamble and File Meta a bare data set lacks, rewrites a File Meta that
+    names the wrong syntax or UIDs, and transcodes big endian to explicit VR little endian.
+    Raises InputError when the file is not the one that was indexed.
+    """
+    parsed, data = _load(instance.path, instance.size, instance.mtime_ns)
+    sop_uid = _uid(parsed.found.get(T_SOP_UID))
+    if sop_uid != instance.sop_uid or parsed.ts != instance.transfer_syntax:
+        raise InputError(
+            f"{instance.path} no longer holds the indexed instance; re-run the inventory"
+        )
+    assert parsed.stored is not None
+    if not parsed.fixes:
+        # Nothing to fix (but maybe a gunzip): the file is returned byte for byte.
+        return data
+    body = parsed.stored
+    ts = parsed.ts
+    if "big_endian" in parsed.fixes:
+        out = bytearray()
+        try:
+            _be_to_le(body, 0, len(body), out)
+        except (_Bad, struct.error) as exc:
+            raise InputError(f"{instance.path}: big endian data set cannot be transcoded") from exc
+        body = bytes(out)
+        ts = EXPLICIT_LE
+    meta = _file_meta(_uid(parsed.found[T_SOP_CLASS]), sop_uid, ts)
+    return b"\x00" * 128 + b"DICM" + meta + body
+
+
+# --- tree walk --------------------------------------------------------------------------------
+
+
+def _glob_regex(pattern: str) -> str:
+    """fnmatch-style glob on '/'-separated relative paths; '**' spans directories."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        else:
+            c = pattern[i]
+            i += 1
+            if c == "*":
+                out.append("[^/]*")
+            elif c == "?":
+                out.append("[^/]")
+            elif c == "[":
+                j = i
+                if j < n and pattern[j] in "!^":
+                    j += 1
+                if j < n and pattern[j] == "]":
+                    j += 1
+                while j < n and pattern[j] != "]":
+                    j += 1
+                if j >= n:
+                    out.append(re.escape(c))
+                else:
+                    body = pattern[i:j].replace("\\", "\\\\")
+                    if body[:1] in ("!", "^"):
+                        body = "^" + body[1:]
+                    out.append(f"[{body}]")
+                    i = j + 1
+            else:
+                out.append(re.escape(c))
+    return "".join(out) + r"\Z"
+
+
+def _matcher(patterns: Sequence[str]) -> Callable[[str], bool] | None:
+    """None when every path matches (the common default): no regex per file."""
+    pats = [p.lstrip("/") for p in patterns]
+    if not pats:
+        return lambda _rel: False
+    if any(p in ("**", "**/*") for p in pats):
+        return None
+    regex = re.compile("|".join(f"(?:{_glob_regex(p)})" for p in pats), re.DOTALL)
+    return lambda rel: regex.match(rel) is not None
+
+
+@dataclass(slots=True)
+class _Tree:
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Paths seen that cannot be read at all (broken links, unlistable folders).
+    problems: list[QuarantineEntry] = field(default_factory=list)
+
+
+def _walk_tree(
+    root: str,
+    include: Callable[[str], bool] | None,
+    exclude: Callable[[str], bool] | None,
+    tree: _Tree,
+    visited: set[tuple[int, int]],
+) -> None:
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        tree.problems.append(
+            QuarantineEntry(path=root, reason="unreadable", detail=f"root: {exc.strerror}")
+        )
+        return
+    if not os.path.isdir(root):
+        tree.problems.append(
+            QuarantineEntry(path=root, reason="unreadable", detail="root is not a folder")
+        )
+        return
+    key = (st.st_dev, st.st_ino)
+    if key in visited:
+        return
+    visited.add(key)
+    files = tree.files
+    stack = [(root, "")]
+    while stack:
+        folder, rel_folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            tree.problems.append(
+                QuarantineEntry(
+                    path=folder,
+                    reason="unreadable",
+                    detail=f"folder cannot be listed: {exc.strerror}",
+                )
+            )
+            continue
+        for entry in entries:
+            rel = rel_folder + entry.name
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                try:
+                    dst = entry.stat()
+                except OSError:
+                    continue
+                # Symlinked folders are followed once: a link back up the tree (or into a
+                # folder already walked) would loop or count files twice.
+                key = (dst.st_dev, dst.st_ino)
+                if key not in visited:
+                    visited.add(key)
+                    stack.append((entry.path, rel + "/"))
+                continue
+            if include is not None and not include(rel):
+                continue
+            if exclude is not None and exclude(rel):
+                continue
+            if not is_file:
+                if entry.is_symlink():
+                    tree.problems.append(
+                        QuarantineEntry(
+                            path=entry.path, reason="unreadable", detail="broken symbolic link"
+                        )
+                    )
+                continue
+            try:
+                fst = entry.stat()
+            except OSError as exc:
+                tree.problems.append(
+                    QuarantineEntry(path=entry.path, reason="unreadable", detail=str(exc.strerror))
+                )
+                continue
+            files[entry.path] = (fst.st_size, fst.st_mtime_ns)
+
+
+# --- DICOMDIR ---------------------------------------------------------------------------------
+
+
+def _dicomdir_refs(path: str) -> list[str]:
+    """Referenced File IDs of a DICOMDIR's records, as '/'-joined relative paths."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = dcmread(path, force=True)
+    refs: list[str] = []
+    for record in ds.get("DirectoryRecordSequence", []):
+        value = record.get("ReferencedFileID")
+        if value is None or value == "":
+            continue
+        parts = [value] if isinstance(value, str) else [str(v) for v in value]
+        parts = [p.strip(_WS) for p in parts]
+        if parts and all(p and p not in (".", "..") and "/" not in p for p in parts):
+            refs.append("/".join(parts))
+    return sorted(set(refs))
+
+
+def _iso_name(name: str) -> str:
+    """ISO 9660 names as mounted: any case, maybe a ';1' version suffix or a trailing dot."""
+    upper = name.upper()
+    upper = re.sub(r";\d+\Z", "", upper)
+    return upper.rstrip(".")
+
+
+class _Resolver:
+    """Finds a DICOMDIR's referenced files on disk, tolerating how media get mounted."""
+
+    def __init__(self) -> None:
+        self._listing: dict[str, dict[str, str]] = {}
+
+    def _names(self, folder: str) -> dict[str, str]:
+        names = self._listing.get(folder)
+        if names is None:
+            names = {}
+            try:
+                for name in sorted(os.listdir(folder)):
+                    names.setdefault(_iso_name(name), name)
+            except OSError:
+                pass
+            self._listing[folder] = names
+        return names
+
+    def resolve(self, base: str, ref: str) -> str | None:
+        exact = os.path.join(base, *ref.split("/"))
+        if os.path.isfile(exact):
+            return exact
+        folder = base
+        for part in ref.split("/"):
+            name = self._names(folder).get(_iso_name(part))
+            if name is None:
+                return None
+            folder = os.path.join(folder, name)
+        return folder if os.path.isfile(folder) else None
+
+
+# --- index ------------------------------------------------------------------------------------
+
+# Bump when parsing changes what a row means: older indexes are then read afresh.
+_INDEX_VERSION: Final = 3
+
+
+def _open_index(index_path: Path) -> sqlite3.Connection:
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(str(index_path), timeout=60, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    if version != _INDEX_VERSION:
+        con.execute("DROP TABLE IF EXISTS files")
+        con.execute(f"PRAGMA user_version={_INDEX_VERSION}")
+    columns = ", ".join(
+        f"{c} {'INTEGER NOT NULL' if c in ('size', 'mtime_ns') else 'TEXT'}" for c in _COLUMNS
+    )
+    con.execute(f"CREATE TABLE IF NOT EXISTS files ({columns}, PRIMARY KEY (path)) WITHOUT ROWID")
+    return con
+
+
+_INSERT: Final = (
+    f"INSERT OR REPLACE INTO files ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * _NCOL)})"
+)
+
+
+# --- scan -------------------------------------------------------------------------------------
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+class _Pool:
+    """Worker processes, started only when there is enough to read to pay for them."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: Executor | None = None
+
+    def map_rows(self, paths: list[str], progress: Callable[[int], None]) -> Iterator[list[Row]]:
+        if self.workers <= 1 or len(paths) < 64:
+            for chunk in _chunks(paths, 64):
+                rows = _read_chunk(chunk)
+                progress(len(rows))
+                yield rows
+            return
+        # Chunks big enough to make pickling cheap, small enough to balance the workers.
+        size = max(16, min(512, len(paths) // (self.workers * 8) or 1))
+        for rows in self._pool().map(_read_chunk, _chunks(paths, size)):
+            progress(len(rows))
+            yield rows
+
+    def digests(self, items: list[tuple[str, int, int]]) -> list[tuple[str, str | None]]:
+        if self.workers <= 1 or len(items) < 16:
+            return _digest_chunk(items)
+        size = max(4, min(64, len(items) // (self.workers * 4) or 1))
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        return [d for part in self._pool().map(_digest_chunk, chunks) for d in part]
+
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            methods = multiprocessing.get_all_start_methods()
+            # fork starts workers instantly with everything imported, and needs no import of
+            # the caller's __main__; but forking a threaded process can deadlock a child on
+            # a lock some other thread held, so threaded callers get a clean forkserver.
+            if "fork" in methods and threading.active_count() == 1:
+                method = "fork"
+            elif "forkserver" in methods:
+                method = "forkserver"
+            else:
+                method = "spawn"
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context(method)
+            )
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+def scan(
+    roots: Sequence[Path],
+    *,
+    include: Sequence[str] = ("**/*",),
+    exclude: Sequence[str] = (),
+    index_path: Path,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ScanResult:
+    """Inventory the files under roots; see the module docstring."""
+    include_m = _matcher(include)
+    exclude_m = _matcher(exclude) if exclude else None
+    tree = _Tree()
+    visited: set[tuple[int, int]] = set()
+    for root in roots:
+        _walk_tree(os.path.abspath(root), include_m, exclude_m, tree, visited)
+
+    pool = _Pool(workers if workers is not None else (os.cpu_count() or 1))
+    con = _open_index(index_path)
+    try:
+        return _scan(tree, con, pool, exclude_m, progress)
+    finally:
+        pool.close()
+        con.close()
+
+
+def _scan(
+    tree: _Tree,
+    con: sqlite3.Connection,
+    pool: _Pool,
+    exclude: Callable[[str], bool] | None,
+    progress: Progress | None,
+) -> ScanResult:
+    known: dict[str, Row] = {r[0]: r for r in con.execute("SELECT * FROM files")}
+    rows: dict[str, Row] = {}
+    fresh: list[Row] = []
+    problems = list(tree.problems)
+    counter = _Counter(progress)
+    followed: set[str] = set()
+    resolver = _Resolver()
+    pending = tree.files
+    while pending:
+        todo: list[str] = []
+        for path, (size, mtime_ns) in pending.items():
+            row = known.get(path)
+            if row is not None and row[1] == size and row[2] == mtime_ns:
+                rows[path] = row
+            else:
+                todo.append(path)
+        counter.total += len(todo)
+        for chunk_rows in pool.map_rows(todo, counter.tick):
+            for row in chunk_rows:
+                rows[row[0]] = row
+                fresh.append(row)
+        # DICOMDIRs name their files: read those even where the include globs would not.
+        pending = {}
+        for path in [p for p, r in rows.items() if r[3] == _K_DICOMDIR and p not in followed]:
+            followed.add(path)
+            row = rows[path]
+            if not row[23]:
+                try:
+                    refs = _dicomdir_refs(path)
+                except Exception as exc:
+                    detail = f"DICOMDIR unreadable ({type(exc).__name__})"
+                    row = _quarantine_row(path, row[1], row[2], "corrupt", detail)
+                    rows[path] = row
+                    fresh.append(row)
+                    continue
+                row = (*row[:23], json.dumps(refs), row[24])
+                rows[path] = row
+                fresh.append(row)
+            base = os.path.dirname(path)
+            for ref in json.loads(row[23]):
+                target = resolver.resolve(base, ref)
+                if target is None:
+                    problems.append(
+                        QuarantineEntry(
+                            path=os.path.join(base, *ref.split("/")),
+                            reason="unreadable",
+                            detail=f"listed in DICOMDIR {path} but not found",
+                        )
+                    )
+                    continue
+                if target in rows or target in pending:
+                    continue
+                if exclude is not None and exclude(os.path.relpath(target, base)):
+                    continue
+                try:
+                    st = os.stat(target)
+                except OSError:
+                    continue
+                pending[target] = (st.st_size, st.st_mtime_ns)
+
+    # Byte identity needs full reads: only for SOP UIDs found in more than one file.
+    by_sop: dict[str, list[str]] = {}
+    for path, row in rows.items():
+        if row[3] == _K_INSTANCE:
+            by_sop.setdefault(row[4], []).append(path)
+    need = [
+        (p, rows[p][1], rows[p][2])
+        for paths in by_sop.values()
+        if len(paths) > 1
+        for p in paths
+        if rows[p][24] is None
+    ]
+    for path, digest in pool.digests(need):
+        if digest is not None:
+            row = (*rows[path][:24], digest)
+            rows[path] = row
+            fresh.append(row)
+
+    stale = [p for p in known if p not in rows]
+    con.execute("BEGIN")
+    try:
+        con.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in stale))
+        con.executemany(_INSERT, fresh)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return _assemble(rows, by_sop, problems, counter.done)
+
+
+class _Counter:
+    """Files read so far, against files to read (which grows as DICOMDIRs are followed)."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.done = 0
+        self.total = 0
+
+    def tick(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _instance(row: Row) -> FileInstance:
+    return FileInstance(
+        path=row[0],
+        size=row[1],
+        mtime_ns=row[2],
+        sop_uid=row[4],
+        sop_class_uid=row[5],
+        study_uid=row[6],
+        series_uid=row[7],
+        transfer_syntax=row[8],
+        fixes=tuple(row[9].split()),
+        patient_id=row[10],
+        patient_name=row[11],
+        birth_date=row[12],
+        sex=row[13],
+        study_date=row[14],
+        study_time=row[15],
+        accession=row[16],
+        study_description=row[17],
+        modality=row[18],
+        series_number=row[19],
+        series_description=row[20],
+        instance_number=row[21],
+    )
+
+
+def _same_content(a: FileInstance, b: FileInstance) -> bool:
+    """Whether two files hold the same data elements, whatever their encoding.
+
+    Group lengths and trailing padding say nothing about the content, so they are ignored.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            da = dcmread(io.BytesIO(read_normalised(a)))
+            db = dcmread(io.BytesIO(read_normalised(b)))
+            for ds in (da, db):
+                for tag in [t for t in ds.keys() if t.element == 0 or t == 0xFFFCFFFC]:
+                    del ds[tag]
+            return bool(da == db)
+    except Exception:
+        # Unreadable by pydicom: not provably the same, so the study is held.
+        return False
+
+
+def _assemble(
+    rows: dict[str, Row],
+    by_sop: dict[str, list[str]],
+    problems: list[QuarantineEntry],
+    files_read: int,
+) -> ScanResult:
+    quarantine = list(problems)
+    dicomdirs: list[str] = []
+    duplicates: list[tuple[str, str, str]] = []
+    conflicts: dict[str, list[str]] = {}
+    parsed: dict[str, FileInstance] = {}
+    for path, row in rows.items():
+        kind = row[3]
+        if kind == _K_INSTANCE:
+            parsed[path] = _instance(row)
+        elif kind == _K_DICOMDIR:
+            dicomdirs.append(path)
+        else:
+            quarantine.append(QuarantineEntry(path=path, reason=row[22], detail=row[23]))
+
+    kept: list[FileInstance] = []
+    for sop, paths in by_sop.items():
+        if len(paths) == 1:
+            kept.append(parsed[paths[0]])
+            continue
+        paths.sort()
+        first = parsed[paths[0]]
+        kept.append(first)
+        for other_path in paths[1:]:
+            other = parsed[other_path]
+            d1, d2 = rows[first.path][24], rows[other_path][24]
+            same = (d1 is not None and d1 == d2) or _same_content(first, other)
+            if same:
+                duplicates.append((sop, first.path, other_path))
+                continue
+            text = (
+                f"SOP Instance UID {sop} is in {first.path} and {other_path} with different content"
+            )
+            for study in dict.fromkeys((first.study_uid, other.study_uid)):
+                conflicts.setdefault(study, []).append(text)
+            quarantine.append(
+                QuarantineEntry(
+                    path=other_path,
+                    reason="duplicate_conflict",
+                    detail=f"same SOP Instance UID as {first.path}, different content",
+                )
+            )
+
+    # Patient IDs per study come from every file that names the study, copies included.
+    pids: dict[str, set[str]] = {}
+    for inst in parsed.values():
+        pids.setdefault(inst.study_uid, set()).add(inst.patient_id)
+    instances: dict[str, list[FileInstance]] = {}
+    for inst in sorted(kept, key=lambda i: i.path):
+        instances.setdefault(inst.study_uid, []).append(inst)
+    studies = [_study_record(uid, instances[uid], pids[uid]) for uid in sorted(instances)]
+    quarantine.sort(key=lambda q: (q.path, q.reason))
+    duplicates.sort()
+    for texts in conflicts.values():
+        texts.sort()
+    files_seen = len(kept) + len(duplicates) + len(quarantine) + len(dicomdirs)
+    return ScanResult(
+        studies=studies,
+        instances=instances,
+        quarantine=quarantine,
+        duplicates=duplicates,
+        conflicts=dict(sorted(conflicts.items())),
+        files_seen=files_seen,
+        files_read=files_read,
+        dicomdirs=sorted(dicomdirs),
+    )
+
+
+def _study_record(uid: str, files: list[FileInstance], pids: set[str]) -> StudyRecord:
+    """A study as C-FIND would report it; study-level values from its first file by path."""
+    first = files[0]
+    series: dict[str, list[FileInstance]] = {}
+    for inst in files:
+        series.setdefault(inst.series_uid, []).append(inst)
+    records = tuple(
+        SeriesRecord(
+            series_uid=s_uid,
+            modality=members[0].modality,
+            series_number=members[0].series_number,
+            description=members[0].series_description,
+            instance_count=len(members),
+        )
+        for s_uid, members in sorted(series.items())
+    )
+    ids = sorted(pids)
+    return StudyRecord(
+        study_uid=uid,
+        patient_id=first.patient_id,
+        patient_name=first.patient_name,
+        birth_date=first.birth_date,
+        sex=first.sex,
+        study_date=first.study_date,
+        study_time=first.study_time,
+        accession=first.accession,
+        modalities=tuple(sorted({s.modality for s in records if s.modality})),
+        description=first.study_description,
+        series=records,
+        other_patient_ids=tuple(ids) if len(ids) > 1 else (),
+    )
