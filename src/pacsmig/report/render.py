@@ -49,5 +49,13 @@ def render_csv(context: dict[str, Any]) -> str:
     writer = csv.DictWriter(out, fieldnames=[*fields, "failed_instances"], extrasaction="ignore")
     writer.writeheader()
     for row in context["studies"]:
-        writer.writerow({**{k: row[k] for k in fields}, "failed_instances": len(row["failures"])})
+        values = {k: _cell(row[k]) for k in fields}
+        writer.writerow({**values, "failed_instances": len(row["failures"])})
     return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    # A DICOM value such as '=HYPERLINK(...)' would run as a formula in a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
