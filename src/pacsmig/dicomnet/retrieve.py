@@ -16,7 +16,7 @@ from pacsmig.dicomnet.contexts import (
     fallback_storage_contexts,
     receive_contexts,
 )
-from pacsmig.dicomnet.received import InstanceSink, ReceivedInstance
+from pacsmig.dicomnet.received import InstanceSink, store_to_sink
 from pacsmig.errors import PacsError
 
 
@@ -84,19 +84,6 @@ def _final(responses: Any, peer: Peer, what: str) -> RetrieveResult:
     return final
 
 
-def _store_handler(event: Any, sink: InstanceSink) -> int:
-    try:
-        item = ReceivedInstance(
-            sop_uid=str(event.request.AffectedSOPInstanceUID),
-            sop_class_uid=str(event.request.AffectedSOPClassUID),
-            transfer_syntax=str(event.context.transfer_syntax),
-            data=event.encoded_dataset(include_meta=True),
-        )
-        return 0x0000 if sink(item) else 0xA700
-    except Exception:
-        return 0xC211
-
-
 def c_get(
     calling_ae_title: str,
     peer: Peer,
@@ -125,7 +112,7 @@ def c_get(
         build_role(uid, scp_role=True)
         for uid in sorted({str(cx.abstract_syntax) for cx in storage})
     ]
-    handlers = [(evt.EVT_C_STORE, _store_handler, [sink])]
+    handlers = [(evt.EVT_C_STORE, store_to_sink, [sink])]
     with associate(calling_ae_title, peer, contexts, ext_neg=roles, evt_handlers=handlers) as assoc:
         get_cx = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == STUDY_ROOT_GET]
         if not get_cx:

@@ -10,27 +10,14 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 
 from pacsmig.dicomnet.ae import make_ae
 from pacsmig.dicomnet.contexts import scp_syntax_preference
-from pacsmig.dicomnet.received import InstanceSink, ReceivedInstance
+from pacsmig.dicomnet.received import InstanceSink, store_to_sink
 from pacsmig.errors import PacsError
 
 log = logging.getLogger(__name__)
 
 
 def _handle_store(event: Any, sink_ref: list[InstanceSink | None]) -> int:
-    sink = sink_ref[0]
-    if sink is None:
-        return 0xA700  # nobody is collecting: refuse rather than pretend to store
-    try:
-        item = ReceivedInstance(
-            sop_uid=str(event.request.AffectedSOPInstanceUID),
-            sop_class_uid=str(event.request.AffectedSOPClassUID),
-            transfer_syntax=str(event.context.transfer_syntax),
-            data=event.encoded_dataset(include_meta=True),
-        )
-        return 0x0000 if sink(item) else 0xA700
-    except Exception as exc:  # the peer must get a status, never a dropped association
-        log.error("storing a received instance failed: %s", type(exc).__name__)
-        return 0xC211
+    return store_to_sink(event, sink_ref[0])
 
 
 class StorageSCP:
