@@ -20,14 +20,28 @@ from pacsmig.spec.load import spec_from_text
 from tests.unit.test_plan_codec import SPEC
 from tests.unit.test_spec_load import GOOD
 
-HOSTILE = ["..", "../x", "/etc/x", "a\x00b", "x" * 300, "..\\..\\win", "~root", "$(rm -rf /)", "%2e%2e/"]
+HOSTILE = [
+    "..",
+    "../x",
+    "/etc/x",
+    "a\x00b",
+    "x" * 300,
+    "..\\..\\win",
+    "~root",
+    "$(rm -rf /)",
+    "%2e%2e/",
+]
 
 
 @pytest.mark.parametrize("uid", HOSTILE)
 def test_spool_paths_stay_under_root(tmp_path: Path, uid: str) -> None:
     root = tmp_path / "spool"
     spool = StudySpool(root, uid, {uid})
-    spool(ReceivedInstance(sop_uid=uid, sop_class_uid="1.2", transfer_syntax="1.2.840.10008.1.2.1", data=b"x"))
+    spool(
+        ReceivedInstance(
+            sop_uid=uid, sop_class_uid="1.2", transfer_syntax="1.2.840.10008.1.2.1", data=b"x"
+        )
+    )
     written = spool.received[uid].path
     assert written.resolve().is_relative_to(root.resolve())
     assert spool.dir.resolve().parent == root.resolve()
@@ -101,7 +115,7 @@ def test_csv_export_neutralises_formulas(tmp_path: Path) -> None:
 
     plan = _hostile_plan()
     plan = dataclasses.replace(
-        plan, actions=(dataclasses.replace(plan.actions[0], patient_id="=HYPERLINK(\"http://x\")"),)
+        plan, actions=(dataclasses.replace(plan.actions[0], patient_id='=HYPERLINK("http://x")'),)
     )
     with Journal.open(tmp_path / "j.sqlite") as journal:
         text = render_csv(build_context(plan, journal, None, generated_at="now"))
