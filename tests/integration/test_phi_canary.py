@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 
 from pacsmig.testing.corpus import generate_study
-
 from tests.integration.conftest import Site, run_cli
 
 CANARY_NAME, CANARY_ID = "ZZCANARY^PHI", "ZZCANARY1"

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from pacsmig.testing.corpus import generate_corpus
-
 from tests.integration.conftest import Site, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -26,13 +26,17 @@ def test_only_the_source_ae_may_store(tmp_path: Path) -> None:
     with StorageSCP(ae_title="PACSMIG", port=port, allowed_calling=["LEGACY"], timeout=5) as scp:
         scp.set_sink(lambda item: got.append(item) or True)
         peer = Peer(ae_title="PACSMIG", host="127.0.0.1", port=port, timeout=5)
-        with pytest.raises(AssociationRejected, match="calling AE title not recognised"):
-            with open_store("INTRUDER", peer, [pair]):
-                pass
+        with (
+            pytest.raises(AssociationRejected, match="calling AE title not recognised"),
+            open_store("INTRUDER", peer, [pair]),
+        ):
+            pass
         wrong_called = Peer(ae_title="SOMEONE", host="127.0.0.1", port=port, timeout=5)
-        with pytest.raises(AssociationRejected, match="called AE title not recognised"):
-            with open_store("LEGACY", wrong_called, [pair]):
-                pass
+        with (
+            pytest.raises(AssociationRejected, match="called AE title not recognised"),
+            open_store("LEGACY", wrong_called, [pair]),
+        ):
+            pass
         assert got == []
         with open_store("LEGACY", peer, [pair]) as session:
             assert session.send_file(path, *pair).stored

@@ -16,7 +16,6 @@ from pacsmig.plan.model import Correction, ExpectedSeries, Plan, StudyAction
 from pacsmig.report.context import build_context
 from pacsmig.report.render import render_csv, render_html
 from pacsmig.spec.load import spec_from_text
-
 from tests.unit.test_plan_codec import SPEC
 from tests.unit.test_spec_load import GOOD
 
