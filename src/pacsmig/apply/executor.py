@@ -29,7 +29,7 @@ from pacsmig.inventory.model import InstanceRecord
 from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
 from pacsmig.plan.codec import fingerprint
 from pacsmig.plan.model import Plan, StudyAction
-from pacsmig.spec.load import spec_from_mapping
+from pacsmig.spec.load import spec_of_plan
 from pacsmig.spec.model import Spec
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Executor:
         index_path: Path | None = None,
     ) -> None:
         self.plan = plan
-        self.spec: Spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
+        self.spec: Spec = spec_of_plan(plan.header.spec, plan.header.base_dir)
         self.journal = journal
         self.spool_root = spool_root
         self.approval = approval

@@ -19,7 +19,7 @@ from pacsmig.dicomnet.received import ReceivedInstance
 from pacsmig.dicomnet.retrieve import RetrieveRequest, RetrieveResult, c_get, c_move
 from pacsmig.dicomnet.scp import StorageSCP
 from pacsmig.errors import PacsmigError
-from pacsmig.inventory.dimse import peer_of
+from pacsmig.inventory.dimse import peer_of, tls_config
 from pacsmig.inventory.model import InstanceRecord
 from pacsmig.spec.model import DimseSource, FilesystemSource, Spec
 
@@ -75,6 +75,7 @@ class DimseAccess:
             bind=self.spec.local.bind,
             allowed_calling=[self.peer.ae_title],
             timeout=self.peer.timeout,
+            tls=tls_config(self.spec.local.tls),
         )
         scp.start()
         self._scp = scp

@@ -12,6 +12,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
+from pacsmig.dicomnet.tls import TlsConfig, client_context, handshake_error
 from pacsmig.errors import AssociationRejected, PacsError, PeerUnreachable
 
 CONNECT_TIMEOUT = 10.0
@@ -27,6 +28,7 @@ class Peer:
     timeout: float = 30.0
     max_pdu: int = 0
     role: str = "peer"  # "source" / "destination", for messages
+    tls: TlsConfig | None = None
 
     def describe(self) -> str:
         return f"{self.role} {self.ae_title} at {self.host}:{self.port}"
@@ -104,6 +106,7 @@ def associate(
         raise PacsError(f"{len(contexts)} presentation contexts exceed DICOM's limit of 128")
     ae = make_ae(calling_ae_title, peer.timeout)
     ae.requested_contexts = list(contexts)
+    ctx = client_context(peer.tls) if peer.tls is not None else None
     assoc = ae.associate(
         peer.host,
         peer.port,
@@ -111,10 +114,15 @@ def associate(
         max_pdu=peer.max_pdu,
         ext_neg=ext_neg,
         evt_handlers=evt_handlers,
+        tls_args=(ctx, peer.host) if ctx is not None else None,
     )
     if not assoc.is_established:
         if assoc.is_rejected:
             raise describe_rejection(assoc, peer, calling_ae_title)
+        if ctx is not None:
+            why = handshake_error(peer.host, peer.port, ctx, CONNECT_TIMEOUT)
+            if why:
+                raise PeerUnreachable(f"cannot associate with {peer.describe()} over TLS: {why}")
         raise _unreachable(peer)
     try:
         yield assoc

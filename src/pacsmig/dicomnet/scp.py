@@ -11,6 +11,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 from pacsmig.dicomnet.ae import make_ae
 from pacsmig.dicomnet.contexts import scp_syntax_preference
 from pacsmig.dicomnet.received import InstanceSink, store_to_sink
+from pacsmig.dicomnet.tls import TlsConfig, server_context
 from pacsmig.errors import PacsError
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,9 @@ class StorageSCP:
         bind: str = "",
         allowed_calling: list[str],
         timeout: float,
+        tls: TlsConfig | None = None,
     ) -> None:
+        self._ssl = server_context(tls) if tls is not None else None
         self.ae_title = ae_title
         self.port = port
         self.bind = bind
@@ -54,7 +57,7 @@ class StorageSCP:
         handlers: list[Any] = [(evt.EVT_C_STORE, _handle_store, [self._sink])]
         try:
             self._server = self._ae.start_server(
-                (self.bind, self.port), block=False, evt_handlers=handlers
+                (self.bind, self.port), block=False, evt_handlers=handlers, ssl_context=self._ssl
             )
         except OSError as exc:
             where = f"{self.bind or '*'}:{self.port}"

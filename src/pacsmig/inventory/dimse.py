@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable
 
 from pacsmig.dicomnet.ae import Peer
 from pacsmig.dicomnet.find import open_find
+from pacsmig.dicomnet.tls import TlsConfig
 from pacsmig.inventory.model import Holdings, StudyRecord
-from pacsmig.spec.model import DimseSource, Endpoint, Spec
+from pacsmig.spec.model import DimseSource, Endpoint, Spec, TlsFiles
 
 Progress = Callable[[int, int], None]
 
@@ -21,7 +22,14 @@ def peer_of(endpoint: Endpoint, role: str) -> Peer:
         timeout=endpoint.timeout,
         max_pdu=endpoint.max_pdu,
         role=role,
+        tls=tls_config(endpoint.tls),
     )
+
+
+def tls_config(files: TlsFiles | None) -> TlsConfig | None:
+    if files is None:
+        return None
+    return TlsConfig(ca=files.ca, cert=files.cert, key=files.key)
 
 
 def inventory_source(spec: Spec, progress: Progress | None = None) -> list[StudyRecord]:

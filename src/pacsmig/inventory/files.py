@@ -183,7 +183,8 @@ _UNDEFINED: Final = 0xFFFFFFFF
 _ITEM: Final = 0xFFFEE000
 _ITEM_DELIM: Final = 0xFFFEE00D
 _SEQ_DELIM: Final = 0xFFFEE0DD
-_PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+# Pixel Data, Float Pixel Data, Double Float Pixel Data: all in group 7FE0.
+_PIXEL_ELEMS: Final = frozenset({0x0010, 0x0008, 0x0009})
 _MAX_DEPTH: Final = 48
 
 T_CHARSET: Final = 0x00080005
@@ -232,6 +233,10 @@ _TAG_BE = struct.Struct(">HH")
 _U16_BE = struct.Struct(">H")
 _U32_BE = struct.Struct(">L")
 _ELEM_HDR_LE = struct.Struct("<HHL")
+# One unpack per element header: tag, VR and (short) length, or tag and length.
+_HDR_EXPLICIT_LE = struct.Struct("<HH2sH").unpack_from
+_HDR_EXPLICIT_BE = struct.Struct(">HH2sH").unpack_from
+_HDR_IMPLICIT = _ELEM_HDR_LE.unpack_from
 
 
 class _Bad(Exception):
@@ -318,84 +323,105 @@ def _walk_dataset(
 
     Returns the position after the last element (after the delimiter when end == -1). Only
     depth 0 (out is not None) records values; nested data sets are checked for structure.
+    This loop runs for every element of every file, so it is written for speed: one unpack
+    per element in the common case, tags only computed in the groups that hold wanted ones.
     """
     if depth > _MAX_DEPTH:
         raise _Bad("corrupt", f"sequences nested deeper than {_MAX_DEPTH} at byte {pos}")
     implicit = enc == _ILE
     little = enc != _EBE
-    tag_s = _TAG_LE if little else _TAG_BE
-    u16 = _U16_LE if little else _U16_BE
-    u32 = _U32_LE if little else _U32_BE
+    explicit_header = _HDR_EXPLICIT_LE if little else _HDR_EXPLICIT_BE
+    implicit_header = _HDR_IMPLICIT
+    u32 = _U32_LE.unpack_from if little else _U32_BE.unpack_from
+    long_vrs = _LONG_VRS
+    short_vrs = _SHORT_VRS
+    wanted = _WANTED
+    found = out.found if out is not None else None
     size = src.size
     limit = size if end < 0 else end
     buf = src.buf
     base = src.base
+    nbuf = len(buf)
     while pos < limit:
-        if pos < base or pos + 12 > base + len(buf):
+        off = pos - base
+        if off < 0 or off + 12 > nbuf:
             if pos + 8 > size:
                 raise _Bad("truncated", f"file ends at byte {size}, inside an element header")
             src.window(pos, min(12, size - pos))
             buf, base = src.buf, src.base
-        off = pos - base
-        group, elem = tag_s.unpack_from(buf, off)
-        tag = group << 16 | elem
-        if group == 0xFFFE:
-            if tag == _ITEM_DELIM and end < 0:
-                return pos + 8
-            raise _Bad("corrupt", f"unexpected delimiter {_tag_text(tag)} at byte {pos}")
+            nbuf = len(buf)
+            off = pos - base
         if implicit:
+            group, elem, length = implicit_header(buf, off)
             vr = b""
-            length = u32.unpack_from(buf, off + 4)[0]
             vstart = pos + 8
+            delimiter = group == 0xFFFE
         else:
-            vr = buf[off + 4 : off + 6]
-            if vr in _LONG_VRS:
-                if off + 12 > len(buf):
-                    raise _Bad("truncated", f"file ends at byte {size}, inside an element header")
-                length = u32.unpack_from(buf, off + 8)[0]
-                vstart = pos + 12
-            elif vr in _SHORT_VRS:
-                length = u16.unpack_from(buf, off + 6)[0]
+            group, elem, vr, length = explicit_header(buf, off)
+            delimiter = False
+            if vr in short_vrs:
                 vstart = pos + 8
-            elif out is not None and tag == 0 and src.is_zero_tail(pos):
+            elif vr in long_vrs:
+                if off + 12 > nbuf:
+                    raise _Bad("truncated", f"file ends at byte {size}, inside an element header")
+                length = u32(buf, off + 8)[0]
+                vstart = pos + 12
+            elif group == 0xFFFE:
+                delimiter = True
+            elif found is not None and group == 0 and elem == 0 and src.is_zero_tail(pos):
+                # NUL padding after the last element, as some media writers leave.
                 break
             else:
+                tag = group << 16 | elem
                 raise _Bad("corrupt", f"invalid VR at byte {pos + 4} in {_tag_text(tag)}")
+        if delimiter:
+            # Only an item delimiter, closing the undefined-length item being walked, is valid.
+            if elem == 0xE00D and end < 0:
+                return pos + 8
+            raise _Bad("corrupt", f"unexpected delimiter (FFFE,{elem:04X}) at byte {pos}")
         if length == _UNDEFINED:
-            if tag in _PIXEL_TAGS and vr in (b"", b"OB", b"OW"):
+            if group == 0x7FE0 and elem in _PIXEL_ELEMS and vr in (b"", b"OB", b"OW"):
                 # Encapsulated (compressed) frames; valid only in explicit VR LE, which the
                 # caller checks against the transfer syntax.
                 pos = _walk_items(src, vstart, enc, depth, fragments=True)
                 if out is not None:
                     out.encapsulated = True
+                    out.pixels = True
             elif implicit or vr == b"SQ":
                 pos = _walk_items(src, vstart, enc, depth, fragments=False)
             elif vr == b"UN":
                 # CP-246: an undefined-length UN is a sequence encoded as implicit VR LE.
                 pos = _walk_items(src, vstart, _ILE, depth, fragments=False)
             else:
+                tag = group << 16 | elem
                 raise _Bad("corrupt", f"undefined length on {_tag_text(tag)} at byte {pos}")
             buf, base = src.buf, src.base
-        else:
-            vend = vstart + length
-            if vend > limit:
-                if vend > size:
-                    raise _Bad(
-                        "truncated",
-                        f"{_tag_text(tag)} at byte {pos} declares {length} bytes; "
-                        f"the file ends at byte {size}",
-                    )
-                raise _Bad("corrupt", f"{_tag_text(tag)} at byte {pos} overruns its container")
-            if out is not None and tag in _WANTED and length <= _MAX_KEPT_VALUE:
-                voff = vstart - base
-                if voff + length <= len(buf):
-                    out.found[tag] = buf[voff : voff + length]
-                else:
-                    out.found[tag] = src.read(vstart, length)
-                    buf, base = src.buf, src.base
-            pos = vend
-        if out is not None and tag in _PIXEL_TAGS:
-            out.pixels = True
+            nbuf = len(buf)
+            continue
+        vend = vstart + length
+        if vend > limit:
+            tag = group << 16 | elem
+            if vend > size:
+                raise _Bad(
+                    "truncated",
+                    f"{_tag_text(tag)} at byte {pos} declares {length} bytes; "
+                    f"the file ends at byte {size}",
+                )
+            raise _Bad("corrupt", f"{_tag_text(tag)} at byte {pos} overruns its container")
+        if found is not None:
+            if group <= 0x0028:
+                tag = group << 16 | elem
+                if tag in wanted and length <= _MAX_KEPT_VALUE:
+                    voff = vstart - base
+                    if voff + length <= nbuf:
+                        found[tag] = buf[voff : voff + length]
+                    else:
+                        found[tag] = src.read(vstart, length)
+                        buf, base = src.buf, src.base
+                        nbuf = len(buf)
+            elif group == 0x7FE0 and elem in _PIXEL_ELEMS and out is not None:
+                out.pixels = True
+        pos = vend
     if end >= 0 and pos != end:
         raise _Bad("corrupt", f"elements overrun their item at byte {pos}")
     return pos
@@ -1459,7 +1485,7 @@ def _same_content(a: FileInstance, b: FileInstance) -> bool:
             da = dcmread(io.BytesIO(read_normalised(a)))
             db = dcmread(io.BytesIO(read_normalised(b)))
             for ds in (da, db):
-                for tag in [t for t in ds.keys() if t.element == 0 or t == 0xFFFCFFFC]:
+                for tag in [e.tag for e in ds if e.tag.element == 0 or e.tag == 0xFFFCFFFC]:
                     del ds[tag]
             return bool(da == db)
     except Exception:

@@ -48,6 +48,7 @@ def header_for(spec: Spec, created_at: str, inputs: Mapping[str, Any] | None = N
         destination=Endpoint(ae_title=dst.ae_title, host=dst.host, port=dst.port),
         spec=spec.document,
         inputs=dict(inputs or {}),
+        base_dir=str(spec.base_dir),
     )
 
 

@@ -134,6 +134,7 @@ def header_to_dict(h: PlanHeader) -> dict[str, Any]:
         "destination": _endpoint_dict(h.destination),
         "spec": h.spec,
         **({"inputs": h.inputs} if h.inputs else {}),
+        **({"base_dir": h.base_dir} if h.base_dir else {}),
     }
 
 
@@ -158,6 +159,7 @@ def header_from_dict(d: dict[str, Any]) -> PlanHeader:
         destination=_endpoint_from(d["destination"]),
         spec=d["spec"],
         inputs=d.get("inputs", {}),
+        base_dir=d.get("base_dir", ""),
     )
 
 

@@ -104,6 +104,7 @@ class PlanHeader:
     destination: Endpoint
     spec: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
+    base_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,6 +31,7 @@ from pacsmig.spec.model import (
     RisSpec,
     Select,
     Spec,
+    TlsFiles,
 )
 
 _CORE_TAGS = {
@@ -217,8 +218,15 @@ def _date(value: str | None) -> str | None:
     return value.replace("-", "") if value else None
 
 
-def _endpoint_args(doc: dict[str, Any]) -> dict[str, Any]:
+def _tls(doc: dict[str, Any] | None, base_dir: Path) -> TlsFiles | None:
+    if doc is None:
+        return None
+    return TlsFiles(**{k: base_dir / v for k, v in doc.items()})
+
+
+def _endpoint_args(doc: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return {
+        "tls": _tls(doc.get("tls"), base_dir),
         "ae_title": doc["ae_title"],
         "host": doc["host"],
         "port": doc["port"],
@@ -240,6 +248,12 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
             f"{source_name} line {line}: local.port: required when source.retrieve is c-move "
             "(pacsmig's Storage SCP receives the moved instances there)"
         )
+    if "tls" in local_doc and "cert" not in local_doc["tls"]:
+        line = _line_of(data, ["local", "tls"])
+        raise SpecError(
+            f"{source_name} line {line}: local.tls: cert and key are required (the Storage SCP "
+            "presents them to the source)"
+        )
     select_doc = doc.get("select", {})
     dates = select_doc.get("study_date", {})
     date_from, date_to = _date(dates.get("from")), _date(dates.get("to"))
@@ -255,9 +269,10 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
             ae_title=local_doc["ae_title"],
             port=local_doc.get("port"),
             bind=local_doc.get("bind", ""),
+            tls=_tls(local_doc.get("tls"), base_dir),
         ),
         source=_source(src, base_dir),
-        destination=Endpoint(**_endpoint_args(doc["destination"])),
+        destination=Endpoint(**_endpoint_args(doc["destination"], base_dir)),
         select=Select(
             date_from=date_from,
             date_to=date_to,
@@ -278,7 +293,7 @@ def _source(src: dict[str, Any], base_dir: Path) -> DimseSource | FilesystemSour
             exclude=tuple(src.get("exclude", ())),
             workers=src.get("workers"),
         )
-    return DimseSource(retrieve=src.get("retrieve", "c-get"), **_endpoint_args(src))
+    return DimseSource(retrieve=src.get("retrieve", "c-get"), **_endpoint_args(src, base_dir))
 
 
 def _ris(doc: dict[str, Any] | None, base_dir: Path, source_name: str, data: Any) -> RisSpec | None:
@@ -322,4 +337,11 @@ def _ris(doc: dict[str, Any] | None, base_dir: Path, source_name: str, data: Any
         unmatched=doc.get("unmatched", "hold"),
         overrides=(base_dir / overrides) if overrides else None,
         correct=tuple(doc.get("correct", DEFAULT_CORRECT)),
+    )
+
+
+def spec_of_plan(document: dict[str, Any], base_dir: str) -> Spec:
+    """The spec a saved plan carries, with relative paths resolved as when it was planned."""
+    return spec_from_mapping(
+        document, source_name="the plan's spec", base_dir=Path(base_dir) if base_dir else None
     )

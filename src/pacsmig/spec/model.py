@@ -10,10 +10,20 @@ DEFAULT_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsFiles:
+    """PEM files for DICOM TLS: ca to verify the peer, cert and key to present ourselves."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LocalAE:
     ae_title: str
     port: int | None = None
     bind: str = ""
+    tls: TlsFiles | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +35,7 @@ class Endpoint:
     port: int
     timeout: float = DEFAULT_TIMEOUT
     max_pdu: int = 0
+    tls: TlsFiles | None = None
 
     def describe(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"

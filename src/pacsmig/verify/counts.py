@@ -14,7 +14,7 @@ from pacsmig.inventory.dimse import peer_of
 from pacsmig.journal.store import MISSING, Journal
 from pacsmig.plan.codec import fingerprint
 from pacsmig.plan.model import Plan, StudyAction
-from pacsmig.spec.load import spec_from_mapping
+from pacsmig.spec.load import spec_of_plan
 from pacsmig.spec.model import FilesystemSource
 
 VERIFIED, MISSING_STATUS, NOT_FOUND = "verified", "missing", "not_found"
@@ -106,7 +106,7 @@ class _SourceLookup:
     """Asks the source only when a missing instance must be named and the journal can't."""
 
     def __init__(self, plan: Plan, index_path: Path | None) -> None:
-        self._spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
+        self._spec = spec_of_plan(plan.header.spec, plan.header.base_dir)
         self._index_path = index_path
         self._cache: dict[str, dict[str, set[str]]] = {}
 
@@ -226,7 +226,7 @@ def verify_plan(
     *,
     index_path: Path | None = None,
 ) -> VerifyResult:
-    spec = spec_from_mapping(plan.header.spec, source_name="the plan's spec")
+    spec = spec_of_plan(plan.header.spec, plan.header.base_dir)
     dest_peer = peer_of(spec.destination, "destination")
     todo = planned_for_destination(plan)
     run_id = journal.start_run("verify", fingerprint(plan), None)
