@@ -50,7 +50,7 @@ def plan(
     spec = load_spec(spec_path)
     # Read the orders first: a malformed export should fail before any PACS is queried.
     ris_inputs = load_inputs(spec.ris) if spec.ris else None
-    studies = inventory_source(spec, progress)
+    studies, windowed = inventory_source(spec, progress)
     reconciled = reconcile(spec.ris, studies, ris_inputs) if spec.ris and ris_inputs else None
     holdings = destination_holdings(spec, [s.study_uid for s in studies], progress)
     result = build_plan(
@@ -60,6 +60,7 @@ def plan(
         created_at=created_at or utc_now(),
         reconciled=reconciled,
         inputs=ris_inputs.digests if ris_inputs else None,
+        inventory=windowed.summary(),
     )
     out = Path(out_path)
     fp = write_plan(result, out)

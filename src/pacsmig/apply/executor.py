@@ -22,8 +22,8 @@ from pacsmig.apply.spool import SpooledInstance, StudySpool
 from pacsmig.dicomnet.ae import Peer
 from pacsmig.dicomnet.find import open_find
 from pacsmig.dicomnet.status import StoreOutcome
-from pacsmig.dicomnet.store import StoreSession, open_store
-from pacsmig.errors import PacsError, PacsmigError
+from pacsmig.dicomnet.store import DestinationUnavailable, StoreSession, open_store
+from pacsmig.errors import AssociationRejected, PacsError, PacsmigError
 from pacsmig.inventory.dimse import peer_of
 from pacsmig.inventory.model import InstanceRecord
 from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
@@ -34,8 +34,15 @@ from pacsmig.spec.model import Spec
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
-BACKOFF_SECONDS = (0.5, 2.0, 5.0)
+# Attempts per instance while the destination answers "out of resources", does not answer,
+# or cannot be associated with. Permanent failures are never retried unchanged.
+MAX_ATTEMPTS = 4
+# Wait before the n-th attempt after n transient failures in a row (the last value repeats);
+# tests patch these to run fast.
+BACKOFF_SECONDS: tuple[float, ...] = (0.5, 2.0, 5.0)
+# Circuit breaker: this many transient failures in a row, across instances and studies,
+# stop the run (DestinationUnavailable); what was sent stays journaled.
+BREAKER_THRESHOLD = 10
 IMAGE_LEVEL_BATCH = 100
 
 
@@ -74,22 +81,44 @@ class ApplyResult:
 
 
 class _Sender:
-    """A destination association opened lazily and re-opened after it is lost."""
+    """A destination association opened lazily and re-opened after it is lost.
 
-    def __init__(self, calling: str, peer: Peer, pairs: set[tuple[str, str]]) -> None:
+    One lives for the whole run: `failures_in_a_row` counts transient failures across
+    instances and studies, for the backoff and the circuit breaker.
+    """
+
+    def __init__(self, calling: str, peer: Peer) -> None:
         self._calling = calling
-        self._peer = peer
-        self._pairs = pairs
+        self.peer = peer
+        self._pairs: set[tuple[str, str]] = set()
         self._stack = contextlib.ExitStack()
         self._session: StoreSession | None = None
+        self.failures_in_a_row = 0
+
+    def use(self, pairs: set[tuple[str, str]]) -> None:
+        """The (SOP class, transfer syntax) pairs the next association must carry."""
+        if pairs != self._pairs:
+            self.close()
+            self._pairs = set(pairs)
 
     def session(self) -> StoreSession:
         if self._session is None or not self._session.is_established:
             self.close()
             self._session = self._stack.enter_context(
-                open_store(self._calling, self._peer, self._pairs)
+                open_store(self._calling, self.peer, self._pairs)
             )
         return self._session
+
+    def answered(self) -> None:
+        self.failures_in_a_row = 0
+
+    def failed(self) -> None:
+        self.failures_in_a_row += 1
+
+    def backoff(self) -> float:
+        if not self.failures_in_a_row or not BACKOFF_SECONDS:
+            return 0.0
+        return BACKOFF_SECONDS[min(self.failures_in_a_row, len(BACKOFF_SECONDS)) - 1]
 
     def close(self) -> None:
         self._session = None
@@ -264,8 +293,14 @@ class Executor:
         self, run_id: int, spool: StudySpool, todo: list[InstanceRecord], result: ApplyResult
     ) -> None:
         items = [spool.received[i.sop_uid] for i in todo]
-        pairs = {(i.sop_class_uid, i.transfer_syntax) for i in items}
-        sender = _Sender(self.calling, self.destination, pairs)
+        if not items:
+            return
+        sender: _Sender | None = getattr(self, "_sender", None)
+        if sender is None:
+            # Kept on the executor, not per study, so the breaker sees a destination that
+            # fails study after study.
+            sender = self._sender = _Sender(self.calling, self.destination)
+        sender.use({(i.sop_class_uid, i.transfer_syntax) for i in items})
         try:
             for item in items:
                 self._send_one(run_id, sender, item, result)
@@ -273,38 +308,59 @@ class Executor:
                 self._instances_done += 1
                 self._report(result)
         finally:
+            # An idle association would time out at the peer while the next study retrieves.
             sender.close()
 
     def _send_one(
         self, run_id: int, sender: _Sender, item: SpooledInstance, result: ApplyResult
     ) -> None:
+        """Send until stored, failed for good, or out of attempts; journal the outcome.
+
+        An instance is journaled as sent only on a success or warning status, so one that
+        is confirmed is never sent again. A lost answer ("in doubt") is sent again on a fresh
+        association: storing the same SOP Instance twice is harmless, missing it is not.
+        """
         outcome: StoreOutcome | None = None
+        problem = ""
         for attempt in range(MAX_ATTEMPTS):
+            time.sleep(sender.backoff())
             try:
                 outcome = sender.session().send_file(
                     item.path, item.sop_class_uid, item.transfer_syntax
                 )
-            except PacsError as exc:
-                if attempt == MAX_ATTEMPTS - 1:
-                    raise
-                log.warning("re-associating with the destination: %s", exc)
+            except AssociationRejected as exc:
+                if not exc.transient:
+                    raise  # configuration (AE titles): retrying cannot help, stop the run
+                outcome, problem = None, str(exc)
+            except PacsError as exc:  # unreachable, or it dropped the association request
+                outcome, problem = None, str(exc)
+            else:
+                if outcome.stored or not outcome.transient:
+                    sender.answered()
+                    break
+                problem = outcome.describe()
+                # Out of resources or no answer: start again on a fresh association.
                 sender.close()
-                time.sleep(BACKOFF_SECONDS[attempt])
-                continue
-            if outcome.stored or not outcome.transient:
-                break
-            # In doubt (no response) or out of resources: the peer may or may not hold it;
-            # re-associate and send again. Storing the same SOP Instance twice is harmless.
-            sender.close()
-            time.sleep(BACKOFF_SECONDS[attempt])
-        assert outcome is not None
-        if outcome.stored:
+            sender.failed()
+            log.warning("destination: %s; attempt %d of %d", problem, attempt + 1, MAX_ATTEMPTS)
+            if sender.failures_in_a_row >= BREAKER_THRESHOLD:
+                sender.close()
+                raise DestinationUnavailable(
+                    f"{sender.peer.describe()} failed {sender.failures_in_a_row} times in a row "
+                    f"(last: {' '.join(problem.split())}); apply stopped, the {result.sent} "
+                    "instances sent in this run are kept in the journal: run apply again once "
+                    "the destination is back"
+                )
+        if outcome is not None and outcome.stored:
             detail = outcome.describe() if outcome.category == "warning" else ""
             self.journal.set_instance(
                 run_id, item.sop_uid, SENT, code=outcome.code, detail=detail, attempt=True
             )
             result.sent += 1
             result.bytes_sent += item.size
+            return
+        if outcome is None:
+            self._fail(run_id, item.sop_uid, None, "destination_unavailable", problem, result)
             return
         reason = _failure_reason(outcome)
         self._fail(run_id, item.sop_uid, outcome.code, reason, outcome.describe(), result)
@@ -326,10 +382,22 @@ class Executor:
 
 
 def _failure_reason(outcome: StoreOutcome) -> str:
+    """A stable snake_case reason for a store that did not succeed (codes: PS3.4 B.2.3)."""
     if outcome.comment.startswith("unsupported_by_destination"):
         return "unsupported_by_destination"
     if outcome.category == "in_doubt":
         return "no_response"
-    if outcome.code is not None and 0xA700 <= outcome.code <= 0xA7FF:
+    code = outcome.code
+    if code is None:
+        return "rejected"
+    if 0xA700 <= code <= 0xA7FF or code == 0x0213:
         return "out_of_resources"
+    if 0xA900 <= code <= 0xA9FF:
+        return "data_set_mismatch"
+    if code == 0x0122:
+        return "sop_class_not_supported"
+    if code == 0x0124:
+        return "not_authorised"
+    if 0xC000 <= code <= 0xCFFF:
+        return "cannot_understand"
     return "rejected"

@@ -52,12 +52,26 @@ def plan_summary(console: Console, plan: Plan, path: Path, fp: str) -> None:
             f"  {action:<8} {n:>8,} studies {inst:>10,} instances  {escape(text)} ({reason})",
             highlight=False,
         )
+    console.print(inventory_line(plan), highlight=False)
     console.print(f"Fingerprint {fp}", highlight=False)
     console.print(
         f"Wrote {escape(str(path))}. Review with 'pacsmig show {escape(str(path))}', then "
         f"'pacsmig approve {escape(str(path))} --by NAME'.",
         highlight=False,
     )
+
+
+def inventory_line(plan: Plan) -> str:
+    inv = plan.header.inventory
+    if not inv:
+        return "Inventory: one query."
+    windows = len(inv.get("windows", [])) or 1
+    how = f"{inv.get('queries', windows)} queries, {windows} windows"
+    if inv.get("complete") is True:
+        return f"Inventory: provably complete ({how})."
+    if inv.get("complete") is False:
+        return f"Inventory: NOT provably complete ({how}): {inv.get('note', '')}"
+    return f"Inventory: completeness not proven: {inv.get('note', '')}"
 
 
 def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
@@ -70,6 +84,7 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
     )
     fp = fingerprint(plan)
     console.print(f"Fingerprint {fp}", highlight=False)
+    console.print(inventory_line(plan), highlight=False)
     if approval is None:
         console.print("[yellow]Not signed off.[/]")
     elif approval.fingerprint == fp:

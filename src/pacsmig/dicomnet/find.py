@@ -72,6 +72,10 @@ class FindSession:
         self._assoc = assoc
         self._peer = peer
         self._msg_id = 0
+        self.last_answers = 0
+        # Set when the peer ended the last query with 0xFE00 (Orthanc's LimitFindResults):
+        # the answers are a prefix, not the whole.
+        self.truncated = False
 
     def query(self, level: str, keys: dict[str, Any]) -> Iterator[Dataset]:
         ds = Dataset()
@@ -80,6 +84,7 @@ class FindSession:
         for keyword, value in keys.items():
             setattr(ds, keyword, value)
         self._msg_id = self._msg_id % 65535 + 1
+        self.truncated = False
         got_final = False
         for status, identifier in self._assoc.send_c_find(ds, _FIND, msg_id=self._msg_id):
             code = getattr(status, "Status", None)
@@ -95,6 +100,9 @@ class FindSession:
             if code == 0x0000:
                 got_final = True
                 break
+            if code == 0xFE00:
+                self.truncated = got_final = True
+                break
             comment = _text(status, "ErrorComment")
             raise PacsError(
                 f"{self._peer.describe()} failed a {level} C-FIND with status 0x{code:04X}"
@@ -105,12 +113,18 @@ class FindSession:
                 f"{self._peer.describe()} ended a {level} C-FIND without a final status"
             )
 
-    def studies(self, *, study_date: str = "", study_uid: str = "") -> list[StudyRecord]:
+    def studies(
+        self, *, study_date: str = "", study_uid: str = "", study_time: str = ""
+    ) -> list[StudyRecord]:
+        """Studies matching; `last_answers` then holds how many answers came (for caps)."""
         keys: dict[str, Any] = {k: "" for k in STUDY_KEYS}
         keys["StudyDate"] = study_date
+        keys["StudyTime"] = study_time
         keys["StudyInstanceUID"] = study_uid
         by_uid: dict[str, list[Dataset]] = {}
+        self.last_answers = 0
         for ds in self.query("STUDY", keys):
+            self.last_answers += 1
             uid = _text(ds, "StudyInstanceUID")
             if uid:
                 by_uid.setdefault(uid, []).append(ds)

@@ -18,6 +18,7 @@ _STORE_MEANINGS: dict[int, str] = {
     0x0210: "duplicate invocation",
     0x0211: "unrecognised operation",
     0x0212: "mistyped argument",
+    0x0213: "resource limitation",
     0xB000: "warning: coercion of data elements",
     0xB006: "warning: elements discarded",
     0xB007: "warning: data set does not match SOP class",
@@ -37,9 +38,13 @@ class StoreOutcome:
 
     @property
     def transient(self) -> bool:
-        """Worth retrying unchanged: out of resources, or no answer at all."""
+        """Worth retrying unchanged: out of resources, or no answer at all.
+
+        Every other failure (0xA9xx, 0xCxxx, 0x01xx, 0x02xx, unknown codes) is permanent: the
+        same request would get the same answer.
+        """
         return self.category == "in_doubt" or (
-            self.code is not None and 0xA700 <= self.code <= 0xA7FF
+            self.code is not None and (0xA700 <= self.code <= 0xA7FF or self.code == 0x0213)
         )
 
     def describe(self) -> str:

@@ -14,9 +14,16 @@ from pynetdicom import _config
 from pacsmig.dicomnet.ae import Peer, associate
 from pacsmig.dicomnet.contexts import UNCOMPRESSED_ALL, send_contexts
 from pacsmig.dicomnet.status import StoreOutcome, classify_store
+from pacsmig.errors import PacsError
 
 # Send files as their encoded bytes, in chunks: nothing is decoded that needs no change.
 _config.STORE_SEND_CHUNKED_DATASET = True
+
+_LOST = "no response: the association was lost"
+
+
+class DestinationUnavailable(PacsError):
+    """The destination kept failing transiently (circuit breaker): the run stops, sent is kept."""
 
 
 class StoreSession:
@@ -43,10 +50,9 @@ class StoreSession:
     def send_file(self, path: Path, sop_class: str, transfer_syntax: str) -> StoreOutcome:
         """Send one file; a refused context is a failure outcome, never an exception."""
         if not self._assoc.is_established:
-            return StoreOutcome(category="in_doubt", code=None, comment="association lost")
+            return StoreOutcome(category="in_doubt", code=None, comment=_LOST)
         if (sop_class, transfer_syntax) in self._accepted:
-            status = self._assoc.send_c_store(path, msg_id=self._next_id())
-            return self._outcome(status)
+            return self._send(path)
         if sop_class not in self._classes:
             return StoreOutcome(
                 category="failure",
@@ -73,7 +79,18 @@ class StoreSession:
                     f"{transfer_syntax} refused and cannot be decoded ({type(exc).__name__})"
                 ),
             )
-        status = self._assoc.send_c_store(ds, msg_id=self._next_id())
+        return self._send(ds)
+
+    def _send(self, what: Path | Any) -> StoreOutcome:
+        try:
+            status = self._assoc.send_c_store(what, msg_id=self._next_id())
+        except RuntimeError:
+            # The peer aborted between the check above and the request: pynetdicom raises
+            # here where a moment later it would return an empty status. Same answer as that
+            # (in doubt), so the caller re-associates instead of the run crashing.
+            if self._assoc.is_established:
+                raise
+            return StoreOutcome(category="in_doubt", code=None, comment=_LOST)
         return self._outcome(status)
 
     def _outcome(self, status: Any) -> StoreOutcome:

@@ -9,6 +9,7 @@ from pacsmig.dicomnet.ae import Peer
 from pacsmig.dicomnet.find import open_find
 from pacsmig.dicomnet.tls import TlsConfig
 from pacsmig.inventory.model import Holdings, StudyRecord
+from pacsmig.inventory.windows import WindowedInventory, inventory_windows
 from pacsmig.spec.model import DimseSource, Endpoint, Spec, TlsFiles
 
 Progress = Callable[[int, int], None]
@@ -32,7 +33,9 @@ def tls_config(files: TlsFiles | None) -> TlsConfig | None:
     return TlsConfig(ca=files.ca, cert=files.cert, key=files.key)
 
 
-def inventory_source(spec: Spec, progress: Progress | None = None) -> list[StudyRecord]:
+def inventory_source(
+    spec: Spec, progress: Progress | None = None
+) -> tuple[list[StudyRecord], WindowedInventory]:
     """Studies matching spec.select at the source, each with its series and counts."""
     if not isinstance(spec.source, DimseSource):
         raise TypeError("inventory_source needs a DIMSE source")
@@ -40,7 +43,21 @@ def inventory_source(spec: Spec, progress: Progress | None = None) -> list[Study
     wanted = set(spec.select.modalities)
     out: list[StudyRecord] = []
     with open_find(spec.local.ae_title, peer) as finder:
-        studies = finder.studies(study_date=spec.select.date_range())
+
+        limit = spec.source.find_limit
+
+        def query(date_range: str, time_range: str) -> tuple[list[StudyRecord], bool]:
+            found = finder.studies(study_date=date_range, study_time=time_range)
+            at_cap = limit is not None and finder.last_answers >= limit
+            return found, at_cap or finder.truncated
+
+        windowed = inventory_windows(
+            query,
+            date_from=spec.select.date_from,
+            date_to=spec.select.date_to,
+            provable=limit is not None,
+        )
+        studies = windowed.studies
         for i, study in enumerate(sorted(studies, key=lambda s: s.study_uid), 1):
             series = tuple(finder.series(study.study_uid))
             record = dataclasses.replace(study, series=series)
@@ -49,7 +66,7 @@ def inventory_source(spec: Spec, progress: Progress | None = None) -> list[Study
                 out.append(record)
             if progress:
                 progress(i, len(studies))
-    return out
+    return out, windowed
 
 
 def destination_holdings(

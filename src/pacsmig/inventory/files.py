@@ -32,6 +32,7 @@ as exactly one of: an instance, an identical duplicate, a quarantine entry, or a
 
 from __future__ import annotations
 
+import gc
 import gzip
 import hashlib
 import io
@@ -40,6 +41,7 @@ import multiprocessing
 import os
 import re
 import sqlite3
+import stat
 import struct
 import threading
 import warnings
@@ -760,25 +762,28 @@ def _text(found: dict[int, bytes], tag: int, *, pn: bool = False) -> str:
 
 # --- one file ---------------------------------------------------------------------------------
 
-# Index rows, also what workers return: one tuple per file in this column order.
-_COLUMNS: Final = (
-    "path", "size", "mtime_ns", "kind", "sop_uid", "sop_class_uid", "study_uid", "series_uid",
-    "transfer_syntax", "fixes", "patient_id", "patient_name", "birth_date", "sex",
-    "study_date", "study_time", "accession", "study_description", "modality",
-    "series_number", "series_description", "instance_number", "reason", "detail", "digest",
-)  # fmt: skip
-_NCOL: Final = len(_COLUMNS)
+# Index rows, also what workers return: (path, size, mtime_ns, kind, data, digest). The data
+# of an instance packs its fields (in _FIELDS order) into one string: one column to store and
+# load instead of eighteen keeps a re-scan of a large tree quick.
+Row = tuple[str, int, int, str, str, "str | None"]
 _K_INSTANCE, _K_QUARANTINE, _K_DICOMDIR = "i", "q", "d"
-Row = tuple[
-    str, int, int, str, str, str, str, str, str, str, str, str, str, str, str, str, str, str,
-    str, str, str, str, str, str, "str | None",
-]  # fmt: skip
-
-_EMPTY_FIELDS: Final = ("",) * 18
+_SEP: Final = "\x1f"
+_FIELDS: Final = (
+    "sop_uid", "sop_class_uid", "study_uid", "series_uid", "transfer_syntax", "fixes",
+    "patient_id", "patient_name", "birth_date", "sex", "study_date", "study_time", "accession",
+    "study_description", "modality", "series_number", "series_description", "instance_number",
+)  # fmt: skip
+# (tag, is a person name) for the text fields after 'fixes', in _FIELDS order.
+_TEXT_TAGS: Final = (
+    (T_PATIENT_ID, False), (T_PATIENT_NAME, True), (T_BIRTH_DATE, False), (T_SEX, False),
+    (T_STUDY_DATE, False), (T_STUDY_TIME, False), (T_ACCESSION, False),
+    (T_STUDY_DESC, False), (T_MODALITY, False), (T_SERIES_NUMBER, False),
+    (T_SERIES_DESC, False), (T_INSTANCE_NUMBER, False),
+)  # fmt: skip
 
 
 def _quarantine_row(path: str, size: int, mtime_ns: int, reason: str, detail: str) -> Row:
-    return (path, size, mtime_ns, _K_QUARANTINE, *_EMPTY_FIELDS, reason, detail, None)
+    return (path, size, mtime_ns, _K_QUARANTINE, reason + _SEP + detail, None)
 
 
 def _open_source(fd: int, size: int) -> tuple[_Source, bool]:
@@ -825,40 +830,26 @@ def _read_one(path: str) -> Row:
         return _quarantine_row(path, size, mtime_ns, "unreadable", detail)
     except Exception as exc:
         # A parser bug on one odd file must not stop the inventory of a million others.
-        return _quarantine_row(
-            path, size, mtime_ns, "corrupt", f"unparseable ({type(exc).__name__})"
-        )
+        detail = f"unparseable ({type(exc).__name__})"
+        return _quarantine_row(path, size, mtime_ns, "corrupt", detail)
     if parsed.dicomdir:
-        return (path, size, mtime_ns, _K_DICOMDIR, *_EMPTY_FIELDS, "", "", None)
+        return (path, size, mtime_ns, _K_DICOMDIR, "", None)
     f = parsed.found
     fixes = ("gzip",) + parsed.fixes if gzipped else parsed.fixes
-    return (
-        path,
-        size,
-        mtime_ns,
-        _K_INSTANCE,
+    values = [
         _uid(f.get(T_SOP_UID)),
         _uid(f.get(T_SOP_CLASS)),
         _uid(f.get(T_STUDY_UID)),
         _uid(f.get(T_SERIES_UID)),
         parsed.ts,
         " ".join(fixes),
-        _text(f, T_PATIENT_ID),
-        _text(f, T_PATIENT_NAME, pn=True),
-        _text(f, T_BIRTH_DATE),
-        _text(f, T_SEX),
-        _text(f, T_STUDY_DATE),
-        _text(f, T_STUDY_TIME),
-        _text(f, T_ACCESSION),
-        _text(f, T_STUDY_DESC),
-        _text(f, T_MODALITY),
-        _text(f, T_SERIES_NUMBER),
-        _text(f, T_SERIES_DESC),
-        _text(f, T_INSTANCE_NUMBER),
-        "",
-        "",
-        None,
-    )
+    ]
+    values.extend(_text(f, tag, pn=pn) for tag, pn in _TEXT_TAGS)
+    data = _SEP.join(values)
+    if data.count(_SEP) != len(_FIELDS) - 1:
+        # A control character no DICOM text may hold; keep the packing unambiguous.
+        data = _SEP.join(v.replace(_SEP, " ") for v in values)
+    return (path, size, mtime_ns, _K_INSTANCE, data, None)
 
 
 def _read_chunk(paths: list[str]) -> list[Row]:
@@ -1103,21 +1094,23 @@ def _walk_tree(
             QuarantineEntry(path=root, reason="unreadable", detail=f"root: {exc.strerror}")
         )
         return
-    if not os.path.isdir(root):
+    if not stat.S_ISDIR(st.st_mode):
         tree.problems.append(
             QuarantineEntry(path=root, reason="unreadable", detail="root is not a folder")
         )
         return
-    key = (st.st_dev, st.st_ino)
-    if key in visited:
+    if (st.st_dev, st.st_ino) in visited:
         return
-    visited.add(key)
+    visited.add((st.st_dev, st.st_ino))
     files = tree.files
+    globs = include is not None or exclude is not None
+    is_reg = stat.S_ISREG
     stack = [(root, "")]
     while stack:
         folder, rel_folder = stack.pop()
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as it:
+                entries = list(it)
         except OSError as exc:
             tree.problems.append(
                 QuarantineEntry(
@@ -1127,13 +1120,12 @@ def _walk_tree(
                 )
             )
             continue
+        # Per-file work is kept minimal: a re-scan of an unchanged tree is mostly this loop.
         for entry in entries:
-            rel = rel_folder + entry.name
             try:
                 is_dir = entry.is_dir()
-                is_file = not is_dir and entry.is_file()
             except OSError:
-                is_dir = is_file = False
+                is_dir = False
             if is_dir:
                 try:
                     dst = entry.stat()
@@ -1144,28 +1136,24 @@ def _walk_tree(
                 key = (dst.st_dev, dst.st_ino)
                 if key not in visited:
                     visited.add(key)
-                    stack.append((entry.path, rel + "/"))
+                    stack.append((entry.path, rel_folder + entry.name + "/"))
                 continue
-            if include is not None and not include(rel):
-                continue
-            if exclude is not None and exclude(rel):
-                continue
-            if not is_file:
-                if entry.is_symlink():
-                    tree.problems.append(
-                        QuarantineEntry(
-                            path=entry.path, reason="unreadable", detail="broken symbolic link"
-                        )
-                    )
-                continue
+            if globs:
+                rel = rel_folder + entry.name
+                if include is not None and not include(rel):
+                    continue
+                if exclude is not None and exclude(rel):
+                    continue
             try:
                 fst = entry.stat()
             except OSError as exc:
+                detail = "broken symbolic link" if entry.is_symlink() else str(exc.strerror)
                 tree.problems.append(
-                    QuarantineEntry(path=entry.path, reason="unreadable", detail=str(exc.strerror))
+                    QuarantineEntry(path=entry.path, reason="unreadable", detail=detail)
                 )
                 continue
-            files[entry.path] = (fst.st_size, fst.st_mtime_ns)
+            if is_reg(fst.st_mode):
+                files[entry.path] = (fst.st_size, fst.st_mtime_ns)
 
 
 # --- DICOMDIR ---------------------------------------------------------------------------------
@@ -1229,28 +1217,27 @@ class _Resolver:
 # --- index ------------------------------------------------------------------------------------
 
 # Bump when parsing changes what a row means: older indexes are then read afresh.
-_INDEX_VERSION: Final = 3
+_INDEX_VERSION: Final = 4
 
 
 def _open_index(index_path: Path) -> sqlite3.Connection:
     index_path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(str(index_path), timeout=60, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    version = con.execute("PRAGMA user_version").fetchone()[0]
-    if version != _INDEX_VERSION:
-        con.execute("DROP TABLE IF EXISTS files")
-        con.execute(f"PRAGMA user_version={_INDEX_VERSION}")
-    columns = ", ".join(
-        f"{c} {'INTEGER NOT NULL' if c in ('size', 'mtime_ns') else 'TEXT'}" for c in _COLUMNS
-    )
-    con.execute(f"CREATE TABLE IF NOT EXISTS files ({columns}, PRIMARY KEY (path)) WITHOUT ROWID")
+    try:
+        con = sqlite3.connect(str(index_path), timeout=60, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version != _INDEX_VERSION:
+            con.execute("DROP TABLE IF EXISTS files")
+            con.execute(f"PRAGMA user_version={_INDEX_VERSION}")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+            "mtime_ns INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL, digest TEXT) "
+            "WITHOUT ROWID"
+        )
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"inventory index {index_path} is unusable: {exc}") from None
     return con
-
-
-_INSERT: Final = (
-    f"INSERT OR REPLACE INTO files ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * _NCOL)})"
-)
 
 
 # --- scan -------------------------------------------------------------------------------------
@@ -1291,9 +1278,9 @@ class _Pool:
     def _pool(self) -> Executor:
         if self._executor is None:
             methods = multiprocessing.get_all_start_methods()
-            # fork starts workers instantly with everything imported, and needs no import of
-            # the caller's __main__; but forking a threaded process can deadlock a child on
-            # a lock some other thread held, so threaded callers get a clean forkserver.
+            # fork starts workers at once with everything imported and needs no import of
+            # the caller's __main__; but forking a threaded process can leave a child stuck
+            # on a lock another thread held, so threaded callers get a clean forkserver.
             if "fork" in methods and threading.active_count() == 1:
                 method = "fork"
             elif "forkserver" in methods:
@@ -1320,21 +1307,35 @@ def scan(
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> ScanResult:
-    """Inventory the files under roots; see the module docstring."""
+    """Inventory the files under roots (see the module docstring).
+
+    include/exclude are globs on the path relative to its root ('/'-separated, case
+    sensitive, '**' for any depth). Files a DICOMDIR references are read even where include
+    would skip them; exclude still applies. The index mirrors the last scan: rows of files no
+    longer seen are dropped. workers defaults to the CPU count; progress(done, total) is
+    called as files are read.
+    """
     include_m = _matcher(include)
     exclude_m = _matcher(exclude) if exclude else None
-    tree = _Tree()
-    visited: set[tuple[int, int]] = set()
-    for root in roots:
-        _walk_tree(os.path.abspath(root), include_m, exclude_m, tree, visited)
-
-    pool = _Pool(workers if workers is not None else (os.cpu_count() or 1))
-    con = _open_index(index_path)
+    # Hundreds of thousands of long-lived rows and records: generational collection passes
+    # over them cost more than the whole re-scan of an unchanged tree, and free nothing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        return _scan(tree, con, pool, exclude_m, progress)
+        tree = _Tree()
+        visited: set[tuple[int, int]] = set()
+        for root in roots:
+            _walk_tree(os.path.abspath(root), include_m, exclude_m, tree, visited)
+        pool = _Pool(workers if workers is not None else (os.cpu_count() or 1))
+        con = _open_index(index_path)
+        try:
+            return _scan(tree, con, pool, exclude_m, progress)
+        finally:
+            pool.close()
+            con.close()
     finally:
-        pool.close()
-        con.close()
+        if gc_was_enabled:
+            gc.enable()
 
 
 def _scan(
@@ -1354,9 +1355,9 @@ def _scan(
     pending = tree.files
     while pending:
         todo: list[str] = []
-        for path, (size, mtime_ns) in pending.items():
+        for path, key in pending.items():
             row = known.get(path)
-            if row is not None and row[1] == size and row[2] == mtime_ns:
+            if row is not None and (row[1], row[2]) == key:
                 rows[path] = row
             else:
                 todo.append(path)
@@ -1370,7 +1371,7 @@ def _scan(
         for path in [p for p, r in rows.items() if r[3] == _K_DICOMDIR and p not in followed]:
             followed.add(path)
             row = rows[path]
-            if not row[23]:
+            if not row[4]:
                 try:
                     refs = _dicomdir_refs(path)
                 except Exception as exc:
@@ -1379,11 +1380,11 @@ def _scan(
                     rows[path] = row
                     fresh.append(row)
                     continue
-                row = (*row[:23], json.dumps(refs), row[24])
+                row = (path, row[1], row[2], _K_DICOMDIR, json.dumps(refs), None)
                 rows[path] = row
                 fresh.append(row)
             base = os.path.dirname(path)
-            for ref in json.loads(row[23]):
+            for ref in json.loads(row[4]):
                 target = resolver.resolve(base, ref)
                 if target is None:
                     problems.append(
@@ -1408,29 +1409,30 @@ def _scan(
     by_sop: dict[str, list[str]] = {}
     for path, row in rows.items():
         if row[3] == _K_INSTANCE:
-            by_sop.setdefault(row[4], []).append(path)
+            by_sop.setdefault(row[4][: row[4].find(_SEP)], []).append(path)
     need = [
         (p, rows[p][1], rows[p][2])
         for paths in by_sop.values()
         if len(paths) > 1
         for p in paths
-        if rows[p][24] is None
+        if rows[p][5] is None
     ]
     for path, digest in pool.digests(need):
         if digest is not None:
-            row = (*rows[path][:24], digest)
+            row = (*rows[path][:5], digest)
             rows[path] = row
             fresh.append(row)
 
-    stale = [p for p in known if p not in rows]
-    con.execute("BEGIN")
-    try:
-        con.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in stale))
-        con.executemany(_INSERT, fresh)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    stale = [(p,) for p in known if p not in rows]
+    if stale or fresh:
+        con.execute("BEGIN")
+        try:
+            con.executemany("DELETE FROM files WHERE path = ?", stale)
+            con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", fresh)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     return _assemble(rows, by_sop, problems, counter.done)
 
 
@@ -1449,28 +1451,33 @@ class _Counter:
 
 
 def _instance(row: Row) -> FileInstance:
+    (
+        sop_uid, sop_class_uid, study_uid, series_uid, transfer_syntax, fixes, patient_id,
+        patient_name, birth_date, sex, study_date, study_time, accession, study_description,
+        modality, series_number, series_description, instance_number,
+    ) = row[4].split(_SEP)  # fmt: skip
     return FileInstance(
         path=row[0],
         size=row[1],
         mtime_ns=row[2],
-        sop_uid=row[4],
-        sop_class_uid=row[5],
-        study_uid=row[6],
-        series_uid=row[7],
-        transfer_syntax=row[8],
-        fixes=tuple(row[9].split()),
-        patient_id=row[10],
-        patient_name=row[11],
-        birth_date=row[12],
-        sex=row[13],
-        study_date=row[14],
-        study_time=row[15],
-        accession=row[16],
-        study_description=row[17],
-        modality=row[18],
-        series_number=row[19],
-        series_description=row[20],
-        instance_number=row[21],
+        sop_uid=sop_uid,
+        sop_class_uid=sop_class_uid,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        transfer_syntax=transfer_syntax,
+        fixes=tuple(fixes.split()) if fixes else (),
+        patient_id=patient_id,
+        patient_name=patient_name,
+        birth_date=birth_date,
+        sex=sex,
+        study_date=study_date,
+        study_time=study_time,
+        accession=accession,
+        study_description=study_description,
+        modality=modality,
+        series_number=series_number,
+        series_description=series_description,
+        instance_number=instance_number,
     )
 
 
@@ -1503,29 +1510,24 @@ def _assemble(
     dicomdirs: list[str] = []
     duplicates: list[tuple[str, str, str]] = []
     conflicts: dict[str, list[str]] = {}
-    parsed: dict[str, FileInstance] = {}
-    for path, row in rows.items():
-        kind = row[3]
-        if kind == _K_INSTANCE:
-            parsed[path] = _instance(row)
-        elif kind == _K_DICOMDIR:
-            dicomdirs.append(path)
-        else:
-            quarantine.append(QuarantineEntry(path=path, reason=row[22], detail=row[23]))
-
     kept: list[FileInstance] = []
+    # Patient IDs per study come from every file that names the study, copies included.
+    pids: dict[str, set[str]] = {}
     for sop, paths in by_sop.items():
         if len(paths) == 1:
-            kept.append(parsed[paths[0]])
+            inst = _instance(rows[paths[0]])
+            kept.append(inst)
+            pids.setdefault(inst.study_uid, set()).add(inst.patient_id)
             continue
         paths.sort()
-        first = parsed[paths[0]]
+        first = _instance(rows[paths[0]])
         kept.append(first)
+        pids.setdefault(first.study_uid, set()).add(first.patient_id)
         for other_path in paths[1:]:
-            other = parsed[other_path]
-            d1, d2 = rows[first.path][24], rows[other_path][24]
-            same = (d1 is not None and d1 == d2) or _same_content(first, other)
-            if same:
+            other = _instance(rows[other_path])
+            pids.setdefault(other.study_uid, set()).add(other.patient_id)
+            d1, d2 = rows[first.path][5], rows[other_path][5]
+            if (d1 is not None and d1 == d2) or _same_content(first, other):
                 duplicates.append((sop, first.path, other_path))
                 continue
             text = (
@@ -1540,30 +1542,40 @@ def _assemble(
                     detail=f"same SOP Instance UID as {first.path}, different content",
                 )
             )
+    for path, row in rows.items():
+        if row[3] == _K_DICOMDIR:
+            dicomdirs.append(path)
+        elif row[3] == _K_QUARANTINE:
+            reason, _, detail = row[4].partition(_SEP)
+            quarantine.append(QuarantineEntry(path=path, reason=reason, detail=detail))
 
-    # Patient IDs per study come from every file that names the study, copies included.
-    pids: dict[str, set[str]] = {}
-    for inst in parsed.values():
-        pids.setdefault(inst.study_uid, set()).add(inst.patient_id)
+    kept.sort(key=_path_of)
     instances: dict[str, list[FileInstance]] = {}
-    for inst in sorted(kept, key=lambda i: i.path):
-        instances.setdefault(inst.study_uid, []).append(inst)
+    for inst in kept:
+        study_files = instances.get(inst.study_uid)
+        if study_files is None:
+            instances[inst.study_uid] = [inst]
+        else:
+            study_files.append(inst)
     studies = [_study_record(uid, instances[uid], pids[uid]) for uid in sorted(instances)]
     quarantine.sort(key=lambda q: (q.path, q.reason))
     duplicates.sort()
     for texts in conflicts.values():
         texts.sort()
-    files_seen = len(kept) + len(duplicates) + len(quarantine) + len(dicomdirs)
     return ScanResult(
         studies=studies,
         instances=instances,
         quarantine=quarantine,
         duplicates=duplicates,
         conflicts=dict(sorted(conflicts.items())),
-        files_seen=files_seen,
+        files_seen=len(kept) + len(duplicates) + len(quarantine) + len(dicomdirs),
         files_read=files_read,
         dicomdirs=sorted(dicomdirs),
     )
+
+
+def _path_of(inst: FileInstance) -> str:
+    return inst.path
 
 
 def _study_record(uid: str, files: list[FileInstance], pids: set[str]) -> StudyRecord:
@@ -1571,7 +1583,11 @@ def _study_record(uid: str, files: list[FileInstance], pids: set[str]) -> StudyR
     first = files[0]
     series: dict[str, list[FileInstance]] = {}
     for inst in files:
-        series.setdefault(inst.series_uid, []).append(inst)
+        members = series.get(inst.series_uid)
+        if members is None:
+            series[inst.series_uid] = [inst]
+        else:
+            members.append(inst)
     records = tuple(
         SeriesRecord(
             series_uid=s_uid,

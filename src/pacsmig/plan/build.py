@@ -25,7 +25,12 @@ def spec_digest(spec: Spec) -> str:
     return digest(spec.document)
 
 
-def header_for(spec: Spec, created_at: str, inputs: Mapping[str, Any] | None = None) -> PlanHeader:
+def header_for(
+    spec: Spec,
+    created_at: str,
+    inputs: Mapping[str, Any] | None = None,
+    inventory: Mapping[str, Any] | None = None,
+) -> PlanHeader:
     src, dst = spec.source, spec.destination
     if isinstance(src, FilesystemSource):
         source = Endpoint(
@@ -49,6 +54,7 @@ def header_for(spec: Spec, created_at: str, inputs: Mapping[str, Any] | None = N
         spec=spec.document,
         inputs=dict(inputs or {}),
         base_dir=str(spec.base_dir),
+        inventory=dict(inventory or {}),
     )
 
 
@@ -153,10 +159,11 @@ def build_plan(
     created_at: str,
     reconciled: Mapping[str, Reconciled] | None = None,
     inputs: Mapping[str, Any] | None = None,
+    inventory: Mapping[str, Any] | None = None,
 ) -> Plan:
     rec = reconciled or {}
     actions = [build_action(s, holdings.get(s.study_uid), rec.get(s.study_uid)) for s in studies]
     # Deterministic order: holds first (a person must look at them), then by study date, UID.
     order = {"hold": 0, "migrate": 1, "skip": 2}
     actions.sort(key=lambda a: (order[a.action], a.study_date, a.study_uid))
-    return Plan(header=header_for(spec, created_at, inputs), actions=tuple(actions))
+    return Plan(header=header_for(spec, created_at, inputs, inventory), actions=tuple(actions))

@@ -135,6 +135,7 @@ def header_to_dict(h: PlanHeader) -> dict[str, Any]:
         "spec": h.spec,
         **({"inputs": h.inputs} if h.inputs else {}),
         **({"base_dir": h.base_dir} if h.base_dir else {}),
+        **({"inventory": h.inventory} if h.inventory else {}),
     }
 
 
@@ -160,6 +161,7 @@ def header_from_dict(d: dict[str, Any]) -> PlanHeader:
         spec=d["spec"],
         inputs=d.get("inputs", {}),
         base_dir=d.get("base_dir", ""),
+        inventory=d.get("inventory", {}),
     )
 
 

@@ -105,6 +105,7 @@ class PlanHeader:
     spec: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
     base_dir: str = ""
+    inventory: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

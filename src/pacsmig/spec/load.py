@@ -293,7 +293,11 @@ def _source(src: dict[str, Any], base_dir: Path) -> DimseSource | FilesystemSour
             exclude=tuple(src.get("exclude", ())),
             workers=src.get("workers"),
         )
-    return DimseSource(retrieve=src.get("retrieve", "c-get"), **_endpoint_args(src, base_dir))
+    return DimseSource(
+        retrieve=src.get("retrieve", "c-get"),
+        find_limit=src.get("find_limit"),
+        **_endpoint_args(src, base_dir),
+    )
 
 
 def _ris(doc: dict[str, Any] | None, base_dir: Path, source_name: str, data: Any) -> RisSpec | None:

@@ -45,6 +45,7 @@ class Endpoint:
 class DimseSource(Endpoint):
     kind: Literal["dimse"] = "dimse"
     retrieve: Literal["c-get", "c-move"] = "c-get"
+    find_limit: int | None = None  # most answers the source gives to one C-FIND, if capped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

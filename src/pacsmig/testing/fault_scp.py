@@ -105,7 +105,7 @@ class StoreAttempt:
 
     sop_uid: str
     at: float  # time.time() when the request arrived
-    action: Action | Literal["store"]
+    action: Action
     status: int | None  # the status answered; None when no answer was sent
     kept: bool
 
@@ -133,9 +133,7 @@ class _ScriptedAE(AE):
 
     def __init__(self, ae_title: str, owner: FaultSCP) -> None:
         self._owner_ref = weakref.ref(owner)
-        self._decisions: weakref.WeakKeyDictionary[Association, str] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._decisions: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
         self._decide_lock = threading.Lock()
         super().__init__(ae_title=ae_title)
 
@@ -149,7 +147,7 @@ class _ScriptedAE(AE):
                 self._decisions[thread] = owner._decide_rejection(thread)
             return self._decisions[thread]
 
-    @property  # type: ignore[override]
+    @property
     def require_calling_aet(self) -> list[str]:
         if self._decision() == "permanent":
             # No caller is called this: pynetdicom rejects "calling AE title not recognised".
@@ -160,7 +158,7 @@ class _ScriptedAE(AE):
     def require_calling_aet(self, ae_titles: list[str]) -> None:
         AE.require_calling_aet.fset(self, ae_titles)  # type: ignore[attr-defined]
 
-    @property  # type: ignore[override]
+    @property
     def maximum_associations(self) -> int:
         if self._decision() == "transient":
             # Any count exceeds it: pynetdicom rejects transiently, "local limit exceeded".
@@ -344,56 +342,43 @@ class FaultSCP:
                 return step.behaviour
         return None
 
-    def _record(self, attempt: StoreAttempt, event: Any) -> None:
-        kept: _Kept | None = None
-        if attempt.kept:
-            data = event.encoded_dataset(include_meta=True)
-            header = dcmread(BytesIO(data), stop_before_pixels=True)
-            kept = _Kept(header=header, data=data, count=1)
+    def _arrived(self, attempt: StoreAttempt) -> None:
         with self._lock:
             self._attempts.append(attempt)
-            if kept is not None:
-                previous = self._kept.get(attempt.sop_uid)
-                if previous is not None:
-                    kept.count = previous.count + 1
-                self._kept[attempt.sop_uid] = kept
+
+    def _keep(self, sop_uid: str, event: Any) -> None:
+        data = event.encoded_dataset(include_meta=True)
+        header = dcmread(BytesIO(data), stop_before_pixels=True)
+        with self._lock:
+            previous = self._kept.get(sop_uid)
+            count = previous.count + 1 if previous is not None else 1
+            self._kept[sop_uid] = _Kept(header=header, data=data, count=count)
 
     def _on_store(self, event: Any) -> int | Dataset:
         sop_uid = str(event.request.AffectedSOPInstanceUID)
         at = time.time()
-        behaviour = self._next(sop_uid)
-        if behaviour is None:
-            self._record(
-                StoreAttempt(sop_uid=sop_uid, at=at, action="store", status=0, kept=True), event
-            )
-            return 0x0000
+        behaviour = self._next(sop_uid) or Behaviour(action="status")
+        answered = None if behaviour.action == "abort" else behaviour.status
         if behaviour.action == "raise":
-            self._record(
-                StoreAttempt(sop_uid=sop_uid, at=at, action="raise", status=0xC211, kept=False),
-                event,
-            )
-            raise RuntimeError("scripted failure in the storage handler")
-        if behaviour.action == "abort":
-            self._record(
-                StoreAttempt(
-                    sop_uid=sop_uid, at=at, action="abort", status=None, kept=behaviour.keep
-                ),
-                event,
-            )
-            event.assoc.abort()
-            return 0x0000  # never sent: pynetdicom drops answers on an aborted association
-        if behaviour.action == "delay":
-            self._closing.wait(behaviour.seconds)
-        self._record(
+            answered = 0xC211
+        self._arrived(
             StoreAttempt(
                 sop_uid=sop_uid,
                 at=at,
                 action=behaviour.action,
-                status=behaviour.status,
+                status=answered,
                 kept=behaviour.keep,
-            ),
-            event,
+            )
         )
+        if behaviour.action == "raise":
+            raise RuntimeError("scripted failure in the storage handler")
+        if behaviour.action == "delay":
+            self._closing.wait(behaviour.seconds)
+        if behaviour.keep:
+            self._keep(sop_uid, event)
+        if behaviour.action == "abort":
+            event.assoc.abort()
+            return 0x0000  # never sent: pynetdicom drops answers on an aborted association
         if behaviour.comment:
             rsp = Dataset()
             rsp.Status = behaviour.status
