@@ -34,3 +34,12 @@ def test_planning_keeps_existing_states_and_events_record_history(tmp_path: Path
         assert states == {"1.1": SENT, "1.2": PRESENT}
         kinds = [e["kind"] for e in j.events(run) if e["sop_uid"]]
         assert kinds == ["sent"]
+
+
+def test_sop_uids_claimed_by_another_study(tmp_path: Path) -> None:
+    with Journal.open(tmp_path / "j.sqlite") as j:
+        run = j.start_run("apply", "a" * 64, None)
+        j.plan_instances(run, "study.A", [(f"sop.{i}", "se", "c") for i in range(700)])
+        clash = j.claimed_by_other_studies("study.B", ["sop.3", "sop.699", "sop.new"])
+        assert clash == {"sop.3": "study.A", "sop.699": "study.A"}
+        assert j.claimed_by_other_studies("study.A", ["sop.3"]) == {}

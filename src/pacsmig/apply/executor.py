@@ -205,6 +205,22 @@ class Executor:
             result.refusal_reasons["source_changed"] += 1
             self._instances_done += action.instance_count
             return
+        clash = self.journal.claimed_by_other_studies(uid, [i.sop_uid for i in instances])
+        if clash:
+            # The same SOP Instance UID in two studies is two different objects or one filed
+            # twice; either way sending it would overwrite or merge: a person decides.
+            others = sorted(set(clash.values()))
+            self.journal.set_study(
+                run_id,
+                uid,
+                "refused",
+                "sop_uid_conflict",
+                f"{len(clash)} SOP Instance UIDs also belong to study {', '.join(others[:3])}",
+            )
+            result.studies_refused += 1
+            result.refusal_reasons["sop_uid_conflict"] += 1
+            self._instances_done += action.instance_count
+            return
         self.journal.plan_instances(
             run_id, uid, [(i.sop_uid, i.series_uid, i.sop_class_uid) for i in instances]
         )
@@ -226,6 +242,12 @@ class Executor:
         spool = StudySpool(self.spool_root, uid, {i.sop_uid for i in missing})
         try:
             retrieved = self._source.fetch(uid, instances, missing, spool)
+            short = [i for i in missing if i.sop_uid not in spool.received]
+            if short and len(short) < len(missing):
+                # Judged by what arrived, not by the peer's counts (a C-MOVE may report success
+                # and lose sub-operations): ask once more for exactly what is missing.
+                log.info("%d instances did not arrive; asking again for those", len(short))
+                retrieved = self._source.fetch(uid, instances, short, spool)
             for inst in missing:
                 if inst.sop_uid not in spool.received:
                     self._fail(run_id, inst.sop_uid, None, "not_retrieved", retrieved, result)
@@ -342,7 +364,7 @@ class Executor:
                 # Out of resources or no answer: start again on a fresh association.
                 sender.close()
             sender.failed()
-            log.warning("destination: %s; attempt %d of %d", problem, attempt + 1, MAX_ATTEMPTS)
+            log.info("destination: %s; attempt %d of %d", problem, attempt + 1, MAX_ATTEMPTS)
             if sender.failures_in_a_row >= BREAKER_THRESHOLD:
                 sender.close()
                 raise DestinationUnavailable(

@@ -249,6 +249,20 @@ class Journal:
             for r in self._conn.execute(sql + " ORDER BY study_uid, series_uid, sop_uid", params)
         ]
 
+    def claimed_by_other_studies(self, study_uid: str, sop_uids: list[str]) -> dict[str, str]:
+        """sop_uid -> other study_uid, for instances the journal knows under another study."""
+        out: dict[str, str] = {}
+        for i in range(0, len(sop_uids), 500):
+            chunk = sop_uids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT sop_uid, study_uid FROM instances WHERE sop_uid IN ({marks}) "  # noqa: S608
+                "AND study_uid<>?",
+                (*chunk, study_uid),
+            )
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
     def instance_state_counts(self) -> dict[tuple[str, str], int]:
         """(study_uid, state) -> count."""
         rows = self._conn.execute(
