@@ -6,9 +6,13 @@ thin layer over these, and tests call them directly.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import getpass
+import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +137,7 @@ def apply(
     else:
         approval = check_approval(path, p)
     jpath = journal_path(path, p)
-    with Journal.open(jpath) as journal:
+    with run_lock(jpath), Journal.open(jpath) as journal:
         executor = Executor(
             p,
             journal,
@@ -148,6 +152,31 @@ def apply(
             stop=stop,
         )
         return executor.run()
+
+
+@contextlib.contextmanager
+def run_lock(journal: Path) -> Iterator[None]:
+    """One apply per journal at a time: two would send the same instances in parallel."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = journal.with_name(journal.name + ".lock")
+    with open(lock_path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise InputError(
+                f"{journal}: another apply is running on this journal ({holder}); wait for it "
+                "or stop it first"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def verify(plan_path: str | Path, *, progress: VerifyProgress | None = None) -> VerifyResult:

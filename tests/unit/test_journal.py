@@ -43,3 +43,18 @@ def test_sop_uids_claimed_by_another_study(tmp_path: Path) -> None:
         clash = j.claimed_by_other_studies("study.B", ["sop.3", "sop.699", "sop.new"])
         assert clash == {"sop.3": "study.A", "sop.699": "study.A"}
         assert j.claimed_by_other_studies("study.A", ["sop.3"]) == {}
+
+
+def test_one_apply_per_journal(tmp_path: Path) -> None:
+    import pytest
+
+    from pacsmig.api import run_lock
+    from pacsmig.errors import InputError
+
+    journal = tmp_path / "p.journal.sqlite"
+    with run_lock(journal):
+        with pytest.raises(InputError, match="another apply is running on this journal \\(pid "):
+            with run_lock(journal):
+                pass
+    with run_lock(journal):  # released: the next run may start
+        pass
