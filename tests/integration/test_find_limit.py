@@ -7,7 +7,6 @@ from pathlib import Path
 
 from pacsmig.testing.corpus import generate_corpus
 from pacsmig.testing.servers import OrthancServer, free_port
-
 from tests.integration.conftest import run_cli
 
 

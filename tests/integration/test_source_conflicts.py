@@ -9,7 +9,6 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from pacsmig.testing.corpus import generate_study
-
 from tests.integration.conftest import Site, run_cli
 
 

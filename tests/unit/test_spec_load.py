@@ -147,13 +147,18 @@ def test_journal_relative_to_spec(tmp_path: Path) -> None:
 
 def test_tls_blocks(tmp_path: Path) -> None:
     text = GOOD.replace(
-        "  port: 4243\n", "  port: 4243\n  tls: {ca: pki/ca.pem, cert: pki/me.pem, key: pki/me.key}\n"
+        "  port: 4243\n",
+        "  port: 4243\n  tls: {ca: pki/ca.pem, cert: pki/me.pem, key: pki/me.key}\n",
     )
     path = tmp_path / "s.yaml"
     path.write_text(text)
     spec = load_spec(path)
-    assert spec.destination.tls is not None and spec.destination.tls.ca == tmp_path / "pki" / "ca.pem"
+    assert (
+        spec.destination.tls is not None and spec.destination.tls.ca == tmp_path / "pki" / "ca.pem"
+    )
     with pytest.raises(SpecError, match="destination.tls"):
         spec_from_text(GOOD.replace("  port: 4243\n", "  port: 4243\n  tls: {cert: a.pem}\n"))
     with pytest.raises(SpecError, match="local.tls: cert and key are required"):
-        spec_from_text(GOOD.replace("  ae_title: PACSMIG ", "  tls: {ca: x.pem}\n  ae_title: PACSMIG "))
+        spec_from_text(
+            GOOD.replace("  ae_title: PACSMIG ", "  tls: {ca: x.pem}\n  ae_title: PACSMIG ")
+        )

@@ -43,7 +43,6 @@ def inventory_source(
     wanted = set(spec.select.modalities)
     out: list[StudyRecord] = []
     with open_find(spec.local.ae_title, peer) as finder:
-
         limit = spec.source.find_limit
 
         def query(date_range: str, time_range: str) -> tuple[list[StudyRecord], bool]:

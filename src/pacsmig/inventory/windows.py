@@ -141,7 +141,11 @@ def _bisect(query: Query, start: dt.date, end: dt.date, state: _State) -> None:
         records, capped = query(window, "")
         state.queries += 1
         if not capped:
-            _keep(state, records, Window(date_range=window, time_range="", studies=len(records), capped=False))
+            _keep(
+                state,
+                records,
+                Window(date_range=window, time_range="", studies=len(records), capped=False),
+            )
             continue
         if lo < hi:
             mid = lo + (hi - lo) // 2
