@@ -33,6 +33,10 @@ def pacsmig_send(files: list[Path], peer: Peer) -> None:
                 raise SystemExit(f"pacsmig send failed: {outcome.describe()}")
 
 
+def storescu_send(files: list[Path], port: int, aet: str) -> None:
+    dcmtk_storescu("127.0.0.1", port, aet, files, batch_size=100_000)
+
+
 def timed(fn: object, *args: object) -> float:
     t0 = time.perf_counter()
     fn(*args)  # type: ignore[operator]
@@ -81,11 +85,7 @@ def main() -> None:
                             )
                             aet = server.aet
                             if sender == "storescu":
-                                dt = timed(
-                                    lambda: dcmtk_storescu(
-                                        "127.0.0.1", port, aet, files, batch_size=100_000
-                                    )
-                                )
+                                dt = timed(storescu_send, files, port, aet)
                             else:
                                 dt = timed(
                                     pacsmig_send,

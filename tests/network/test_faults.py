@@ -549,6 +549,7 @@ def test_destination_killed_and_restarted_mid_apply(
         dest.start()
         worker.join(60)
         assert not worker.is_alive()
+        print("ERRORS", errors)
         if errors:  # it may stop when a study's query hits the dead destination
             api.apply(plan)
         assert dest.sop_instance_uids() == src.uids
@@ -604,6 +605,7 @@ def test_sigkill_loop_then_resume_completes_without_resending(tmp_path: Path) ->
                 proc.wait(10)
                 held = len(dest.stored_uids())
                 mid_run += 0 < held < len(src.uids)
+                print("KILL", n, held, round(time.monotonic(), 2))
         finally:
             with_exit = subprocess.run(
                 [sys.executable, "-m", "pacsmig", "apply", str(plan)],
