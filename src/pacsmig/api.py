@@ -15,12 +15,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pacsmig.apply.executor import ApplyResult, Executor
 from pacsmig.apply.executor import Progress as ApplyProgress
 from pacsmig.errors import InputError
 from pacsmig.inventory.dimse import Progress as InventoryProgress
 from pacsmig.inventory.dimse import destination_holdings, inventory_source
+from pacsmig.inventory.filesource import FileInventory, inventory_files
 from pacsmig.journal.store import Journal
 from pacsmig.plan.approval import Approval, check_approval, read_approval, write_approval
 from pacsmig.plan.build import build_plan
@@ -28,6 +30,7 @@ from pacsmig.plan.codec import fingerprint, read_plan, write_plan
 from pacsmig.plan.model import Plan
 from pacsmig.reconcile.reconcile import load_inputs, reconcile
 from pacsmig.spec.load import load_spec
+from pacsmig.spec.model import FilesystemSource
 from pacsmig.verify.counts import Progress as VerifyProgress
 from pacsmig.verify.counts import VerifyResult, verify_plan
 
@@ -52,9 +55,16 @@ def plan(
 ) -> PlanOutcome:
     """Inventory the source and the destination and write the plan."""
     spec = load_spec(spec_path)
+    out = Path(out_path)
     # Read the orders first: a malformed export should fail before any PACS is queried.
     ris_inputs = load_inputs(spec.ris) if spec.ris else None
-    studies, windowed = inventory_source(spec, progress)
+    files: FileInventory | None = None
+    if isinstance(spec.source, FilesystemSource):
+        files = inventory_files(spec, spec.source, index_path(out, spec.document), progress)
+        studies, inventory = files.studies, files.summary
+    else:
+        studies, windowed = inventory_source(spec, progress)
+        inventory = windowed.summary()
     reconciled = reconcile(spec.ris, studies, ris_inputs) if spec.ris and ris_inputs else None
     holdings = destination_holdings(spec, [s.study_uid for s in studies], progress)
     result = build_plan(
@@ -64,9 +74,11 @@ def plan(
         created_at=created_at or utc_now(),
         reconciled=reconciled,
         inputs=ris_inputs.digests if ris_inputs else None,
-        inventory=windowed.summary(),
+        inventory=inventory,
+        source_holds=files.holds if files else None,
+        quarantine=files.quarantine if files else (),
+        duplicates=files.duplicates if files else (),
     )
-    out = Path(out_path)
     fp = write_plan(result, out)
     return PlanOutcome(plan=result, path=out, fingerprint=fp)
 
@@ -109,7 +121,17 @@ def approve(plan_path: str | Path, by: str, note: str = "", *, auto: bool = Fals
 
 def journal_path(plan_path: Path, p: Plan) -> Path:
     """The spec's `journal` (relative paths from the plan's folder) or beside the plan."""
-    configured = p.header.spec.get("journal")
+    return journal_path_for(plan_path, p.header.spec)
+
+
+def index_path(plan_path: Path, spec_document: dict[str, Any]) -> Path:
+    """The file inventory's index (a filesystem source): SQLite beside the journal."""
+    journal = journal_path_for(plan_path, spec_document)
+    return journal.with_name(journal.name.removesuffix(".journal.sqlite") + ".index.sqlite")
+
+
+def journal_path_for(plan_path: Path, spec_document: dict[str, Any]) -> Path:
+    configured = spec_document.get("journal")
     if configured:
         candidate = Path(configured)
         return candidate if candidate.is_absolute() else plan_path.parent / candidate
@@ -150,6 +172,7 @@ def apply(
             },
             progress=progress,
             stop=stop,
+            index_path=index_path(path, p.header.spec),
         )
         return executor.run()
 
@@ -182,7 +205,9 @@ def run_lock(journal: Path) -> Iterator[None]:
 def verify(plan_path: str | Path, *, progress: VerifyProgress | None = None) -> VerifyResult:
     p, journal = open_journal(plan_path)
     with journal:
-        return verify_plan(p, journal, progress)
+        return verify_plan(
+            p, journal, progress, index_path=index_path(Path(plan_path), p.header.spec)
+        )
 
 
 REPORT_FORMATS = ("html", "csv", "json")

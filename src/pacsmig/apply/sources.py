@@ -137,7 +137,7 @@ class FilesystemAccess:
         self.index_path = index_path
 
     def instances(self, study_uid: str) -> list[InstanceRecord]:
-        from pacsmig.inventory.files import study_instances
+        from pacsmig.inventory.catalog import study_instances
 
         return [
             InstanceRecord(
@@ -153,7 +153,8 @@ class FilesystemAccess:
         missing: list[InstanceRecord],
         spool: StudySpool,
     ) -> str:
-        from pacsmig.inventory.files import read_normalised, study_instances
+        from pacsmig.inventory.catalog import study_instances
+        from pacsmig.inventory.files import read_normalised
 
         wanted = {i.sop_uid for i in missing}
         problems: list[str] = []

@@ -53,6 +53,11 @@ def plan_summary(console: Console, plan: Plan, path: Path, fp: str) -> None:
             highlight=False,
         )
     console.print(inventory_line(plan), highlight=False)
+    if plan.quarantine:
+        console.print(
+            f"[yellow]{len(plan.quarantine):,} files quarantined[/] (unreadable, truncated, or "
+            "conflicting): listed by 'pacsmig show' and in the report."
+        )
     console.print(f"Fingerprint {fp}", highlight=False)
     console.print(
         f"Wrote {escape(str(path))}. Review with 'pacsmig show {escape(str(path))}', then "
@@ -65,6 +70,14 @@ def inventory_line(plan: Plan) -> str:
     inv = plan.header.inventory
     if not inv:
         return "Inventory: one query."
+    if inv.get("kind") == "filesystem":
+        state = "complete" if inv.get("complete") else f"INCOMPLETE: {inv.get('note', '')}"
+        return (
+            f"Inventory ({state}): {inv.get('files_seen', 0):,} files seen "
+            f"({inv.get('files_read', 0):,} read this time): {inv.get('instances', 0):,} instances, "
+            f"{inv.get('duplicates', 0):,} identical copies, {inv.get('quarantined', 0):,} "
+            f"quarantined, {inv.get('dicomdirs', 0):,} DICOMDIRs."
+        )
     windows = len(inv.get("windows", [])) or 1
     how = f"{inv.get('queries', windows)} queries, {windows} windows"
     if inv.get("complete") is True:
@@ -142,6 +155,14 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
             style=style[a.action],
         )
     console.print(table)
+    if plan.quarantine:
+        console.print(f"[bold]Quarantined files ({len(plan.quarantine):,}):[/] not migrated")
+        for q in plan.quarantine:
+            console.print(f"  {q.reason:<20} {escape(q.path)}  {escape(q.detail)}", highlight=False)
+    if plan.duplicates:
+        console.print(f"Identical copies ({len(plan.duplicates):,}): only the first path is sent")
+        for d in plan.duplicates:
+            console.print(f"  {escape(d.kept)} = {escape(d.other)}", highlight=False)
     s = summarize(plan)
     console.print(
         f"{_n(s.studies['migrate'])} to migrate ({_n(s.instances['migrate'])} instances), "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,10 +12,12 @@ from pacsmig.inventory.model import Holdings, StudyRecord
 from pacsmig.plan.codec import digest
 from pacsmig.plan.model import (
     Action,
+    DuplicateFile,
     Endpoint,
     ExpectedSeries,
     Plan,
     PlanHeader,
+    QuarantinedFile,
     StudyAction,
 )
 from pacsmig.reconcile.reconcile import Reconciled
@@ -160,10 +163,30 @@ def build_plan(
     reconciled: Mapping[str, Reconciled] | None = None,
     inputs: Mapping[str, Any] | None = None,
     inventory: Mapping[str, Any] | None = None,
+    source_holds: Mapping[str, str] | None = None,
+    quarantine: Sequence[QuarantinedFile] = (),
+    duplicates: Sequence[DuplicateFile] = (),
 ) -> Plan:
     rec = reconciled or {}
-    actions = [build_action(s, holdings.get(s.study_uid), rec.get(s.study_uid)) for s in studies]
+    holds = source_holds or {}
+    actions = [
+        _source_hold(build_action(s, holdings.get(s.study_uid), rec.get(s.study_uid)), holds)
+        for s in studies
+    ]
     # Deterministic order: holds first (a person must look at them), then by study date, UID.
     order = {"hold": 0, "migrate": 1, "skip": 2}
     actions.sort(key=lambda a: (order[a.action], a.study_date, a.study_uid))
-    return Plan(header=header_for(spec, created_at, inputs, inventory), actions=tuple(actions))
+    return Plan(
+        header=header_for(spec, created_at, inputs, inventory),
+        actions=tuple(actions),
+        quarantine=tuple(sorted(quarantine, key=lambda q: q.path)),
+        duplicates=tuple(sorted(duplicates, key=lambda d: (d.sop_uid, d.other))),
+    )
+
+
+def _source_hold(action: StudyAction, holds: Mapping[str, str]) -> StudyAction:
+    """Two files with one SOP Instance UID and different content: a person decides."""
+    detail = holds.get(action.study_uid)
+    if detail is None or action.action == "hold":
+        return action
+    return dataclasses.replace(action, action="hold", reason="sop_uid_conflict", detail=detail)

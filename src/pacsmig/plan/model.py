@@ -26,6 +26,7 @@ REASONS: dict[str, str] = {
     "override_skip": "a person decided not to migrate this study (override)",
     "override_unknown_order": "the override names an order that is not in the order list",
     "invalid_correction": "a corrected value does not fit its DICOM attribute",
+    "sop_uid_conflict": "two files hold the same SOP Instance UID with different content",
     "corrections_at_destination": (
         "the destination already holds this study with the attributes the plan corrects"
     ),

@@ -188,6 +188,13 @@ def build_context(
             {"reason": k, "instances": v} for k, v in failure_reasons.most_common()
         ],
         "complete": complete,
+        "quarantine": [
+            {"path": q.path, "reason": q.reason, "detail": q.detail} for q in plan.quarantine
+        ],
+        "duplicates": [
+            {"sop_uid": d.sop_uid, "kept": d.kept, "other": d.other} for d in plan.duplicates
+        ],
+        "inventory": dict(plan.header.inventory),
         "accounted": accounted,
         "studies": rows,
     }
