@@ -10,7 +10,6 @@ once the faults are healed, one more apply leaves the destination complete.
 from __future__ import annotations
 
 import shutil
-import logging
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -139,13 +138,11 @@ def test_apply_crash_resume_against_a_flaky_destination(
 
         @initialize(faults=FAULT_LISTS.filter(bool))
         def first_faults(self, faults: list[Fault]) -> None:
-            logging.getLogger("STEP").warning("init %s", faults)
             # Faults matter only while instances remain to send: have some before any apply.
             self.script(faults)
 
         @rule(faults=FAULT_LISTS, heal_first=st.booleans())
         def apply(self, faults: list[Fault], heal_first: bool = False) -> None:
-            logging.getLogger("STEP").warning("apply %s %s", faults, heal_first)
             if heal_first:
                 self.scp.clear_faults()
             self.script(faults)
@@ -157,7 +154,6 @@ def test_apply_crash_resume_against_a_flaky_destination(
 
         @rule(faults=FAULT_LISTS, after=st.integers(0, N_INSTANCES))
         def crash_then_resume(self, faults: list[Fault], after: int) -> None:
-            logging.getLogger("STEP").warning("crash %s %s", faults, after)
             self.script(faults)
             seen = 0
 
@@ -191,7 +187,6 @@ def test_apply_crash_resume_against_a_flaky_destination(
                     assert row.state in (SENT, PRESENT) and uid in stored, row
 
         def teardown(self) -> None:
-            logging.getLogger("STEP").warning("teardown")
             try:
                 self.scp.clear_faults()
                 api.apply(self.plan)

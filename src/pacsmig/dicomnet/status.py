@@ -34,7 +34,7 @@ class StoreOutcome:
 
     @property
     def stored(self) -> bool:
-        return self.category in ("success", "warning")
+        return self.category in ("success", "warning", "in_doubt")
 
     @property
     def transient(self) -> bool:
