@@ -29,6 +29,7 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.filebase import DicomBytesIO
+from pydicom.uid import UID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -59,7 +60,7 @@ def template() -> tuple[bytes, dict[str, list[int]]]:
     ds.StudyInstanceUID = PLACEHOLDERS["study"]
     ds.SeriesInstanceUID = PLACEHOLDERS["series"]
     ds.SOPInstanceUID = PLACEHOLDERS["sop"]
-    ds.file_meta.MediaStorageSOPInstanceUID = PLACEHOLDERS["sop"]
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(PLACEHOLDERS["sop"])
     ds.PatientID = PLACEHOLDERS["patient_id"]
     ds.PatientName = PLACEHOLDERS["patient_name"]
     ds.AccessionNumber = PLACEHOLDERS["accession"]
@@ -117,7 +118,7 @@ def generate(tree: Path, n: int) -> None:
 
 
 def files_of(tree: Path) -> list[str]:
-    out = []
+    out: list[str] = []
     for folder, _dirs, names in os.walk(tree):
         out.extend(os.path.join(folder, name) for name in names)
     return out

@@ -115,9 +115,7 @@ def scp() -> Iterator[FaultSCP]:
         yield server
 
 
-def write_spec(
-    work: Path, src: Source, *, ae_title: str, port: int, timeout: float = 10.0
-) -> Path:
+def write_spec(work: Path, src: Source, *, ae_title: str, port: int, timeout: float = 10.0) -> Path:
     spec = work / "spec.yaml"
     spec.write_text(
         f"""\

@@ -9,6 +9,7 @@ once the faults are healed, one more apply leaves the destination complete.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 import pytest
-from hypothesis import HealthCheck, Verbosity, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -33,7 +34,7 @@ from pacsmig.apply.executor import ProgressEvent
 from pacsmig.errors import PacsError
 from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
 from pacsmig.plan.codec import read_plan
-from pacsmig.testing.fault_scp import Behaviour, FaultSCP, abort, delay, raise_error, respond
+from pacsmig.testing.fault_scp import FaultSCP, abort, delay, raise_error, respond
 from tests.network.test_faults import (
     Source,
     check_safety,
@@ -163,10 +164,8 @@ def test_apply_crash_resume_against_a_flaky_destination(
                 if seen > after:
                     raise Crash
 
-            try:
+            with contextlib.suppress(Crash, PacsError):
                 api.apply(self.plan, progress=progress)
-            except (Crash, PacsError):
-                pass
             self.apply([])
 
         # -- properties -----------------------------------------------------------------
@@ -208,6 +207,5 @@ def test_apply_crash_resume_against_a_flaky_destination(
             derandomize=True,
             database=None,
             suppress_health_check=[HealthCheck.too_slow],
-            verbosity=Verbosity.verbose,
         ),
     )

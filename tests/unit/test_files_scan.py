@@ -304,7 +304,7 @@ def test_read_normalised_is_valid_part10_with_the_original_elements(
     ds = pydicom.dcmread(BytesIO(out))  # no force: the File Meta must be right
     meta = ds.file_meta
     expected_ts = EXPLICIT if "big_endian" in inst.fixes else inst.transfer_syntax
-    assert meta.TransferSyntaxUID == expected_ts
+    assert meta.TransferSyntaxUID == expected_ts == files.normalised_transfer_syntax(inst)
     assert meta.MediaStorageSOPInstanceUID == inst.sop_uid == ds.SOPInstanceUID
     assert meta.MediaStorageSOPClassUID == inst.sop_class_uid == ds.SOPClassUID
     assert meta.ImplementationClassUID
@@ -511,6 +511,10 @@ def test_dicomdir_media_is_read_through_its_records(tmp_path: Path) -> None:
     }
     assert read == {str(media / r) for r in refs}
     assert result.files_read == len(refs) + 1
+    # The index remembers what the DICOMDIR lists: nothing is read again.
+    again = run(media, tmp_path, include=["**/*.dcm", "DICOMDIR"])
+    assert again.files_read == 0
+    assert again.instances == result.instances and again.dicomdirs == result.dicomdirs
 
 
 def test_dicomdir_names_are_matched_as_mounted_media_show_them(tmp_path: Path) -> None:
@@ -611,6 +615,20 @@ def test_rescan_reads_only_new_or_changed_files(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "index.sqlite") as con:
         indexed = {r[0] for r in con.execute("SELECT path FROM files")}
     assert str(paths[0]) not in indexed and len(indexed) == 12
+
+
+def test_progress_counts_the_files_read(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    many(root, 70)
+    calls: list[tuple[int, int]] = []
+    scan(
+        [root],
+        index_path=tmp_path / "i.sqlite",
+        workers=2,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls and calls[-1] == (70, 70)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
 def test_quarantined_files_are_remembered_too(tmp_path: Path) -> None:

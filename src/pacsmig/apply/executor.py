@@ -361,7 +361,8 @@ class Executor:
                     sender.answered()
                     break
                 problem = outcome.describe()
-                # Out of resources or no answer: start again on a fresh association.
+                # A fresh association for the next attempt: a lost answer leaves this one
+                # unusable, and some PACSes free resources only when an association ends.
                 sender.close()
             sender.failed()
             log.info("destination: %s; attempt %d of %d", problem, attempt + 1, MAX_ATTEMPTS)

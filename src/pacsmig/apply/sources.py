@@ -154,7 +154,7 @@ class FilesystemAccess:
         spool: StudySpool,
     ) -> str:
         from pacsmig.inventory.catalog import study_instances
-        from pacsmig.inventory.files import read_normalised
+        from pacsmig.inventory.files import normalised_transfer_syntax, read_normalised
 
         wanted = {i.sop_uid for i in missing}
         problems: list[str] = []
@@ -170,7 +170,8 @@ class FilesystemAccess:
                 ReceivedInstance(
                     sop_uid=f.sop_uid,
                     sop_class_uid=f.sop_class_uid,
-                    transfer_syntax=f.transfer_syntax,
+                    # Big endian is transcoded on reading: the bytes are not what the file held.
+                    transfer_syntax=normalised_transfer_syntax(f),
                     data=data,
                 )
             )

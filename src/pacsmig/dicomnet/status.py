@@ -34,7 +34,7 @@ class StoreOutcome:
 
     @property
     def stored(self) -> bool:
-        return self.category in ("success", "warning", "in_doubt")
+        return self.category in ("success", "warning")
 
     @property
     def transient(self) -> bool:
