@@ -15,6 +15,13 @@ study's own accession, or (MRN or birth date + a recognisable name) within two d
 without the accession, only when no other order of the same patient with a compatible
 modality lies within those two days (a person could not choose either). It is computed from
 the generator's truth (patient identity), not by running the matcher.
+
+Orders carry a requested-procedure description (``PROCEDURES``) and studies carry their true
+order's with the noise archives show (case, abbreviations, a dropped modality word, 16-char
+truncation, a protocol name instead, empty: ``_study_description``), since real archives keep
+the study description and the matcher's accession guard weighs it. Follow-ups repeat the
+previous procedure with probability ``FOLLOW_UP_SAME_PROCEDURE``. Descriptions come from their
+own random stream, so the rest of the corpus is what it was before they were added.
 """
 
 from __future__ import annotations
@@ -70,6 +77,73 @@ MODALITIES = ("CT", "MR", "CR", "DX", "US", "MG", "NM", "PT", "XA", "RF")
 MOD_WEIGHTS = np.array([24, 16, 14, 10, 14, 8, 4, 3, 4, 3], dtype=float)
 MOD_WEIGHTS /= MOD_WEIGHTS.sum()
 DERIVED = ("SR", "PR", "KO")
+# Requested-procedure descriptions per modality, as a RIS books them.
+PROCEDURES: dict[str, tuple[str, ...]] = {
+    "CT": (
+        "CT HEAD WITHOUT CONTRAST",
+        "CT CHEST WITH CONTRAST",
+        "CT CHEST WITHOUT CONTRAST",
+        "CT ABDOMEN PELVIS WITH CONTRAST",
+        "CT ANGIOGRAPHY CHEST",
+        "CT CERVICAL SPINE WITHOUT CONTRAST",
+        "CT LUMBAR SPINE WITHOUT CONTRAST",
+        "CT SINUS WITHOUT CONTRAST",
+    ),
+    "MR": (
+        "MRI BRAIN WITH AND WITHOUT CONTRAST",
+        "MRI BRAIN WITHOUT CONTRAST",
+        "MRI LUMBAR SPINE WITHOUT CONTRAST",
+        "MRI CERVICAL SPINE WITHOUT CONTRAST",
+        "MRI KNEE RIGHT WITHOUT CONTRAST",
+        "MRI KNEE LEFT WITHOUT CONTRAST",
+        "MRI SHOULDER RIGHT WITHOUT CONTRAST",
+        "MRI PROSTATE WITH AND WITHOUT CONTRAST",
+    ),
+    "CR": (
+        "XR CHEST 2 VIEWS",
+        "XR CHEST 1 VIEW",
+        "XR KNEE LEFT 3 VIEWS",
+        "XR HAND RIGHT 3 VIEWS",
+        "XR LUMBAR SPINE 2 VIEWS",
+        "XR ABDOMEN 1 VIEW",
+        "XR PELVIS 1 VIEW",
+    ),
+    "US": (
+        "US ABDOMEN COMPLETE",
+        "US PELVIS TRANSVAGINAL",
+        "US RENAL",
+        "US THYROID",
+        "US OB SECOND TRIMESTER",
+        "US VENOUS DOPPLER LOWER EXTREMITY LEFT",
+        "US BREAST RIGHT",
+    ),
+    "MG": (
+        "MG SCREENING BILATERAL",
+        "MG DIAGNOSTIC LEFT",
+        "MG DIAGNOSTIC RIGHT",
+        "MG DIAGNOSTIC BILATERAL",
+    ),
+    "NM": ("NM BONE SCAN WHOLE BODY", "NM MYOCARDIAL PERFUSION", "NM THYROID UPTAKE"),
+    "PT": ("PET CT SKULL BASE TO THIGH", "PET CT WHOLE BODY"),
+    "XA": ("XA CORONARY ANGIOGRAPHY", "XA CEREBRAL ANGIOGRAPHY", "XA PERIPHERAL ANGIOGRAPHY"),
+    "RF": ("RF UPPER GI SERIES", "RF BARIUM SWALLOW", "RF VOIDING CYSTOURETHROGRAM"),
+}
+PROCEDURES["DX"] = PROCEDURES["CR"]
+# A follow-up within two days repeats the same procedure this often (a control head CT);
+# otherwise it is another procedure of the same modality, drawn at random (which can also be
+# the same one).
+FOLLOW_UP_SAME_PROCEDURE = 0.35
+_ABBREVIATIONS = (
+    ("WITH AND WITHOUT", "W/WO"),
+    ("WITHOUT", "W/O"),
+    ("WITH ", "W/ "),
+    ("CONTRAST", "CONT"),
+    ("LEFT", "LT"),
+    ("RIGHT", "RT"),
+    ("ABDOMEN", "ABD"),
+    ("BILATERAL", "BILAT"),
+    ("VIEWS", "VW"),
+)
 
 # kind -> weight among true pairs. '_na' = the study also lacks its accession.
 PAIR_KINDS: dict[str, float] = {
@@ -142,6 +216,28 @@ def _typo(rng: np.random.Generator, word: str) -> str:
     return word[: i - 1] + word[i] + word[i - 1] + word[i + 1 :]  # transposition
 
 
+def _study_description(rng: np.random.Generator, proc: str, r: float) -> str:
+    """What the archive shows for a booked procedure: usually the RIS text as the modality
+    received it from the worklist, otherwise as a technologist or an interface left it."""
+    if r < 0.50:
+        return proc
+    if r < 0.62:
+        return proc.title() if r < 0.58 else proc.lower()
+    if r < 0.74:  # abbreviated by a person or a 64-character interface
+        out = proc
+        for long, short in _ABBREVIATIONS:
+            out = out.replace(long, short)
+        return out
+    if r < 0.82:  # modality word dropped or spelled differently
+        words = proc.split()
+        return " ".join(words[1:]) if rng.random() < 0.5 else f"{words[0]}-{' '.join(words[1:])}"
+    if r < 0.89:  # cut at 16 characters (SH-sized fields on older modalities)
+        return proc[:16].rstrip()
+    if r < 0.95:  # the protocol name instead of the booked procedure
+        return f"{proc.split()[1]} ROUTINE"
+    return ""  # not filled in
+
+
 def _ascii_fold(name: str) -> str:
     decomposed = unicodedata.normalize("NFKD", name)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
@@ -196,6 +292,18 @@ def generate_corpus(n_studies: int, seed: int = 7) -> Corpus:
     pat[fu] = pat[fu - 1]
     mod[fu] = mod[fu - 1]
     exam_day[fu] = exam_day[fu - 1] + rng.integers(0, 3, size=fu.size)
+    # Descriptions draw from their own stream, so adding them left the rest of the corpus
+    # (kinds, patients, dates, typos) exactly as it was: before/after compare like for like.
+    drng = np.random.default_rng([seed, 1])
+    proc_pick = drng.random(n_pairs)
+    proc_of = [PROCEDURES[MODALITIES[int(x)]] for x in mod]
+    proc = [p[int(r * len(p))] for p, r in zip(proc_of, proc_pick, strict=True)]
+    same = drng.random(fu.size) < FOLLOW_UP_SAME_PROCEDURE
+    for i, keep in zip(fu.tolist(), same.tolist(), strict=True):
+        if keep:
+            proc[i] = proc[i - 1]
+    desc_noise = drng.random(n_pairs)
+    twin_desc = drng.random((n_pairs, 2))
     order_seq = np.argsort(exam_day, kind="stable")
     acc_num = np.empty(n_pairs, dtype=np.int64)
     acc_num[order_seq] = np.arange(n_pairs) + 10_000_000  # sequential, like a RIS counter
@@ -241,7 +349,7 @@ def generate_corpus(n_studies: int, seed: int = 7) -> Corpus:
                 sex=str(sexes[p]),
                 study_date=day(d),
                 modality=m,
-                description=f"{m} EXAM",
+                description=proc[i],
             )
         )
         s_name = o_name
@@ -290,7 +398,7 @@ def generate_corpus(n_studies: int, seed: int = 7) -> Corpus:
                     sex=str(sexes[p]),
                     study_date=day(d),
                     modality=m,
-                    description=f"{m} EXAM",
+                    description=proc[i],
                 )
             )
         if k.startswith("twin"):
@@ -300,6 +408,8 @@ def generate_corpus(n_studies: int, seed: int = 7) -> Corpus:
             t_name = f"{families[p]}^{t_given}"
             t_mrn = f"T{uid_seq:09d}"
             t_oid = new_order_id()
+            t_procs = PROCEDURES[m]
+            t_proc = t_procs[int(twin_desc[i, 0] * len(t_procs))]
             orders.append(
                 Order(
                     order_id=t_oid,
@@ -310,7 +420,7 @@ def generate_corpus(n_studies: int, seed: int = 7) -> Corpus:
                     sex=str(sexes[p]),
                     study_date=day(d),
                     modality=m,
-                    description=f"{m} EXAM",
+                    description=t_proc,
                 )
             )
             studies.append(
@@ -323,7 +433,7 @@ def generate_corpus(n_studies: int, seed: int = 7) -> Corpus:
                     study_date=day(d),
                     accession="",
                     modalities=(m,),
-                    description=f"{m} EXAM",
+                    description=_study_description(drng, t_proc, float(twin_desc[i, 1])),
                 )
             )
             kind_out.append("twin_sibling_na")
@@ -343,7 +453,7 @@ def generate_corpus(n_studies: int, seed: int = 7) -> Corpus:
                 study_date=day(s_day),
                 accession=s_acc,
                 modalities=s_mods,
-                description=f"{m} EXAM",
+                description=_study_description(drng, proc[i], float(desc_noise[i])),
             )
         )
         kind_out.append(k)
@@ -397,7 +507,7 @@ def generate_corpus(n_studies: int, seed: int = 7) -> Corpus:
                 sex=str(sexes[p]),
                 study_date=day(d),
                 modality=MODALITIES[mi],
-                description="NOT PERFORMED",
+                description=PROCEDURES[MODALITIES[mi]][d % len(PROCEDURES[MODALITIES[mi]])],
             )
         )
 
@@ -539,7 +649,7 @@ def _fmt(table: pd.DataFrame) -> str:
     out = table.copy()
     for c in ("precision", "recall", "recall_makeable", "hold_rate"):
         out[c] = out[c].map(lambda v: "-" if v != v else f"{100 * v:.2f}%")
-    return out.to_string()
+    return str(out.to_string())
 
 
 def _rss_mib() -> float:

@@ -304,6 +304,9 @@ def test_breaker_stops_a_run_against_a_destination_that_keeps_refusing(
         check_safety(journal, scp)
         assert journal.runs("apply")[-1].outcome == "failed"
         assert {r.sop_uid for r in journal.instances() if r.state == SENT} == first
+        # 4 attempts failed the 4th instance; the 5th, in hand when the breaker tripped, says so.
+        reasons = Counter(r.reason for r in journal.instances() if r.state == FAILED)
+        assert reasons == Counter(out_of_resources=1, destination_unavailable=1)
 
     scp.clear_faults()
     before = Counter(a.sop_uid for a in scp.attempts())
@@ -324,6 +327,8 @@ def test_breaker_stops_a_run_against_a_destination_that_keeps_refusing(
 def test_permanent_failures_are_reported_once_and_the_run_goes_on(
     tmp_path: Path, source: Source, scp: FaultSCP, fast_backoff: None
 ) -> None:
+    """0xA900, 0xC000, 0x0122, 0xFFF0, 0x0124 and a raising handler (0xC211): each instance
+    failed with its code and comment after exactly one attempt; every other one stored once."""
     rig = rig_for(tmp_path, source, scp)
     uids = sorted(source.uids)
     expected = {
@@ -364,6 +369,7 @@ def test_permanent_failures_are_reported_once_and_the_run_goes_on(
 def test_warnings_are_sent_with_the_warning_recorded(
     tmp_path: Path, source: Source, scp: FaultSCP
 ) -> None:
+    """0xB000, 0xB006, 0xB007: stored once, journaled as sent with the code and a warning detail."""
     rig = rig_for(tmp_path, source, scp)
     uids = sorted(source.uids)
     warnings = {uids[0]: 0xB000, uids[1]: 0xB006, uids[2]: 0xB007}
@@ -393,6 +399,8 @@ def test_warnings_are_sent_with_the_warning_recorded(
 def test_permanent_rejection_is_a_one_line_error_naming_the_ae_titles(
     tmp_path: Path, source: Source, scp: FaultSCP
 ) -> None:
+    """Every association rejected permanently: exit code 4, one line naming both AE titles,
+    no second try, nothing stored."""
     rig = rig_for(tmp_path, source, scp)
     scp.reject_associations(100, transient=False)
 
@@ -427,6 +435,7 @@ def test_permanent_rejection_of_storage_stops_the_run_without_retrying(
 def test_transient_rejection_is_retried_and_the_run_completes(
     tmp_path: Path, source: Source, scp: FaultSCP, fast_backoff: None
 ) -> None:
+    """Storage associations rejected transiently twice: backed off, retried, all stored once."""
     rig = rig_for(tmp_path, source, scp)
     scp.reject_associations(2, transient=True, storage_only=True)
 
@@ -447,6 +456,8 @@ def test_transient_rejection_is_retried_and_the_run_completes(
 def test_abort_mid_transfer_is_in_doubt_and_resent(
     tmp_path: Path, source: Source, scp: FaultSCP, fast_backoff: None
 ) -> None:
+    """The SCP aborts instead of answering (once after storing, once and twice before): each
+    instance is in doubt, sent again on a new association, and ends stored and journaled."""
     rig = rig_for(tmp_path, source, scp)
     uids = sorted(source.uids)
     scp.script(uids[0], abort(times=1))  # lost before storing
@@ -501,6 +512,10 @@ def test_destination_that_never_answers_trips_the_breaker(
     with rig.journal() as journal:
         check_safety(journal, scp)
         assert journal.runs("apply")[-1].outcome == "failed"
+        failed = [r for r in journal.instances() if r.state == FAILED]
+    assert [(r.reason, r.detail) for r in failed] == [
+        ("destination_unavailable", "no response: timeout or aborted association")
+    ]
 
 
 # --------------------------------------------------------------------------- #
@@ -573,26 +588,27 @@ def _runs_started(journal: Path) -> int:
 
 
 def test_sigkill_loop_then_resume_completes_without_resending(tmp_path: Path) -> None:
+    """`pacsmig apply` SIGKILLed 20 times at seeded random points, then run to the end: the
+    destination ends complete, and no instance journaled as sent is ever sent again."""
     kills = 20
     rng = random.Random(11)
     src = start_source(tmp_path / "src", studies=6, n_series=2, per_series=5)
-    with FaultSCP("FAULTSCP") as dest:
-        # ~25 stores/s: slow enough that most kills land mid-migration.
-        dest.script_default(delay(0.02))
-        spec = write_spec(tmp_path, src, ae_title="FAULTSCP", port=dest.port)
-        plan = make_plan(tmp_path, spec)
-        journal_file = api.journal_path(plan, read_plan(plan))
-        env = {**os.environ, "PYTHONPATH": SRC_ROOT}
-        mid_run = 0
-        try:
+    try:
+        with FaultSCP("FAULTSCP") as dest:
+            # ~25 stores/s: slow enough that most kills land mid-migration.
+            dest.script_default(delay(0.02))
+            spec = write_spec(tmp_path, src, ae_title="FAULTSCP", port=dest.port)
+            plan = make_plan(tmp_path, spec)
+            journal_file = api.journal_path(plan, read_plan(plan))
+            command = [sys.executable, "-m", "pacsmig", "apply", str(plan)]
+            env = {**os.environ, "PYTHONPATH": SRC_ROOT}
+            mid_run = 0
             for n in range(kills):
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "pacsmig", "apply", str(plan)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    env=env,
+                    command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
                 )
-                # Kill at a random point after the run began (journaled), or before it did.
+                # Python's imports take about a second: wait until the run is journaled, then
+                # kill at a seeded random point of querying, retrieving, sending, journaling.
                 deadline = time.monotonic() + 30
                 while _runs_started(journal_file) <= n and proc.poll() is None:
                     assert time.monotonic() < deadline
@@ -600,21 +616,15 @@ def test_sigkill_loop_then_resume_completes_without_resending(tmp_path: Path) ->
                 time.sleep(rng.uniform(0.0, 0.6))
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-                held = len(dest.stored_uids())
-                mid_run += 0 < held < len(src.uids)
-        finally:
-            with_exit = subprocess.run(
-                [sys.executable, "-m", "pacsmig", "apply", str(plan)],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=90,
-            )
-        assert with_exit.returncode == 0, with_exit.stderr
-        assert mid_run >= kills // 2, f"only {mid_run} kills landed mid-migration"
-        assert dest.stored_uids() == src.uids
-        with Journal.open(journal_file) as journal:
-            check_complete_or_failed(journal, dest, src.uids)
-            events = sent_events(journal)
-            assert max(len(v) for v in events.values()) == 1
-    src.server.stop()
+                mid_run += 0 < len(dest.stored_uids()) < len(src.uids)
+
+            final = subprocess.run(command, capture_output=True, text=True, env=env, timeout=90)
+
+            assert final.returncode == 0, final.stderr
+            assert mid_run >= kills // 2, f"only {mid_run} kills landed mid-migration"
+            assert dest.stored_uids() == src.uids
+            with Journal.open(journal_file) as journal:
+                check_complete_or_failed(journal, dest, src.uids)
+                assert max(len(v) for v in sent_events(journal).values()) == 1
+    finally:
+        src.server.stop()

@@ -341,3 +341,56 @@ def test_invariants_on_random_populations(
     seed.shuffle(shuffled)
     again = {r.study_uid: r for r in match_studies(shuffled, orders, DEFAULT_RULES, overrides)}
     assert {r.study_uid: r for r in results} == again
+
+
+# --- accession typo onto the same patient's other order ---------------------------------------
+
+
+@given(
+    gap=st.integers(0, 2),
+    mod=st.sampled_from(MODALITIES),
+    desc1=st.sampled_from(["HEAD", "CHEST", "ABDOMEN", ""]),
+    desc2=st.sampled_from(["HEAD", "CHEST", "ABDOMEN", ""]),
+    swap_inputs=st.booleans(),
+)
+@SETTINGS
+def test_accession_typo_onto_a_sibling_never_yields_a_false_match(
+    gap: int, mod: str, desc1: str, desc2: str, swap_inputs: bool
+) -> None:
+    # S1 truly belongs to O1 but carries O2's accession; S2, O2's study, has none.
+    base: dict[str, Any] = {
+        "patient_id": "T1",
+        "patient_name": "DOE^JOHN",
+        "birth_date": "19700101",
+    }
+    o1 = Order(
+        order_id="O1",
+        accession="A1",
+        study_date=da(BASE_DAY),
+        modality=mod,
+        description=desc1,
+        **base,
+    )
+    o2 = Order(
+        order_id="O2",
+        accession="A2",
+        study_date=da(BASE_DAY + gap),
+        modality=mod,
+        description=desc2,
+        **base,
+    )
+    s1 = StudyRecord(
+        study_uid="1",
+        accession="A2",
+        study_date=da(BASE_DAY),
+        modalities=(mod,),
+        description=desc1.title(),
+        **base,
+    )
+    s2 = StudyRecord(
+        study_uid="2", study_date=da(BASE_DAY + gap), modalities=(mod,), description=desc2, **base
+    )
+    studies = [s2, s1] if swap_inputs else [s1, s2]
+    truth = {"1": "O1", "2": "O2"}
+    for r in match_studies(studies, [o1, o2], DEFAULT_RULES):
+        assert r.status != "matched" or r.order_id == truth[r.study_uid], r

@@ -503,3 +503,138 @@ def test_malformed_archive_value_shows_as_it_is() -> None:
 def test_unknown_correction_keyword() -> None:
     with pytest.raises(SpecError, match="'StudyDate' is not a correctable attribute"):
         corrections_for(study("1"), order("O1"), ["StudyDate"])
+
+
+# --- accession guard: a typo that lands on the same patient's other order ---------------------
+
+
+def _typo_scene(**study_kw: Any) -> tuple[list[StudyRecord], list[Order]]:
+    """S1 was really O1 (05 March) but carries A2, the accession of the patient's next exam
+    O2 (06 March), whose own study S2 has no accession: the bench's wrong_accession and its
+    follow_up partner."""
+    studies = [
+        study("1", accession="A2", description="CT HEAD WITHOUT CONTRAST", **study_kw),
+        study("2", study_date="20240306", description="CT CHEST WITH CONTRAST"),
+    ]
+    orders = [
+        order("O1", accession="A1", description="CT HEAD WITHOUT CONTRAST"),
+        order("O2", accession="A2", study_date="20240306", description="CT CHEST WITH CONTRAST"),
+    ]
+    return studies, orders
+
+
+def test_accession_typo_onto_a_sibling_order_is_held_not_matched() -> None:
+    studies, orders = _typo_scene()
+    got = match_studies(studies, orders)
+    # Without the guard: S1 -> O2 by accession and S2 -> O1 by elimination, both wrong.
+    assert [(r.status, r.reason, r.rule, r.candidates) for r in got] == [
+        ("hold", "ambiguous_candidates", "accession", ("O1", "O2")),
+        ("hold", "ambiguous_candidates", "patient-date-modality", ("O1", "O2")),
+    ]
+
+
+def test_accession_typo_is_held_when_nothing_tells_the_siblings_apart() -> None:
+    # Same day, same procedure, no description: the accession is the only evidence.
+    studies = [study("1", accession="A2"), study("2")]
+    orders = [order("O1", accession="A1"), order("O2", accession="A2")]
+    got = match_studies(studies, orders)
+    assert [(r.status, r.candidates) for r in got] == [
+        ("hold", ("O1", "O2")),
+        ("hold", ("O1", "O2")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("s1_kw", "o2_date"),
+    [
+        # The description agrees with the accession's order and not with the sibling's.
+        ({"description": "Ct Chest W/ Cont"}, "20240305"),
+        # Same day would tie; the date agrees with the accession's order only.
+        ({"description": ""}, "20240306"),
+    ],
+)
+def test_accession_confirmed_by_date_or_description_is_kept(
+    s1_kw: dict[str, Any], o2_date: str
+) -> None:
+    s1_date = o2_date
+    studies = [
+        study("1", accession="A2", study_date=s1_date, **s1_kw),
+        study("2", study_date="20240305", description="CT HEAD"),
+    ]
+    orders = [
+        order("O1", accession="A1", description="CT HEAD WITHOUT CONTRAST"),
+        order("O2", accession="A2", study_date=o2_date, description="CT CHEST WITH CONTRAST"),
+    ]
+    got = match_studies(studies, orders)
+    assert [(r.order_id, r.rule) for r in got] == [
+        ("O2", "accession"),
+        ("O1", "patient-date-modality"),
+    ]
+
+
+def test_evidence_against_the_accession_holds_even_when_another_vote_is_for_it() -> None:
+    # Date for O2 (same day), description clearly O1's: contradicting evidence, a hold.
+    studies = [
+        study("1", accession="A2", study_date="20240306", description="CT HEAD WO"),
+        study("2", study_date="20240306"),
+    ]
+    orders = [
+        order("O1", accession="A1", description="CT HEAD WITHOUT CONTRAST"),
+        order("O2", accession="A2", study_date="20240306", description="CT CHEST WITH CONTRAST"),
+    ]
+    got = match_studies(studies, orders)
+    assert got[0].status == "hold" and got[0].candidates == ("O1", "O2")
+
+
+def test_sibling_order_without_a_rival_study_does_not_contest_the_accession() -> None:
+    # A duplicate booking nobody else could have been imaged for: the accession stands.
+    studies = [study("1", accession="A1")]
+    orders = [order("O1", accession="A1"), order("O2", accession="D1")]
+    assert one(studies, orders).order_id == "O1"
+
+
+def test_sibling_claimed_by_its_own_accession_does_not_contest() -> None:
+    studies = [study("1", accession="A2"), study("2", accession="A1"), study("3")]
+    orders = [order("O1", accession="A1"), order("O2", accession="A2")]
+    got = match_studies(studies, orders)
+    assert [r.order_id for r in got] == ["O2", "O1", None]
+
+
+def test_guard_ignores_other_patients_and_far_dates_and_other_modalities() -> None:
+    studies = [
+        study("1", accession="A2"),
+        study("2", patient_id="P9", birth_date="19800101", patient_name="ROE^JANE"),
+        study("3", study_date="20240320"),
+        study("4", modalities=("MR",)),
+    ]
+    orders = [
+        order("O2", accession="A2"),
+        order("O9", patient_id="P9", birth_date="19800101", patient_name="ROE^JANE"),
+        order("O3", study_date="20240320"),
+        order("O4", modality="MR"),
+    ]
+    got = match_studies(studies, orders)
+    assert [r.order_id for r in got] == ["O2", "O9", "O3", "O4"]
+
+
+def test_elimination_never_takes_an_order_of_a_held_accession_contest() -> None:
+    # S1 has no series information, so it fits the CT O1 and the MR O2 alike, and nothing but
+    # its accession (A2) says which; S2, a CT, sees only O1. If A2 is a typo, S1 is O1.
+    studies = [study("1", accession="A2", modalities=()), study("2")]
+    orders = [order("O1", accession="A1"), order("O2", accession="A2", modality="MR")]
+    got = match_studies(studies, orders)
+    assert got[0].status == "hold" and got[0].candidates == ("O1", "O2")
+    assert (got[1].status, got[1].reason, got[1].candidates) == (
+        "hold",
+        "ambiguous_candidates",
+        ("O1", "O2"),
+    )
+
+
+def test_description_similarity_forgives_spelling_not_body_parts() -> None:
+    from pacsmig.reconcile.match import DESC_AGREE, DESC_MARGIN, description_similarity
+
+    same = description_similarity("CT HEAD WITHOUT CONTRAST", "Ct Head W/O Cont")
+    other = description_similarity("CT HEAD WITHOUT CONTRAST", "CT CHEST WITHOUT CONTRAST")
+    assert same >= DESC_AGREE and same - other >= DESC_MARGIN
+    assert description_similarity("", "CT HEAD") == 0.0

@@ -224,8 +224,7 @@ class Executor:
         self.journal.plan_instances(
             run_id, uid, [(i.sop_uid, i.series_uid, i.sop_class_uid) for i in instances]
         )
-        with open_find(self.calling, self.destination) as finder:
-            present = {i.sop_uid for i in finder.study_instances(uid)}
+        present = self._destination_holdings(uid)
         already = [i.sop_uid for i in instances if i.sop_uid in present]
         states = {r.sop_uid: r.state for r in self.journal.instances(uid)}
         self.journal.set_instances(
@@ -269,6 +268,27 @@ class Executor:
         else:
             self.journal.set_study(run_id, uid, "transferred")
             result.studies_complete += 1
+
+    def _destination_holdings(self, study_uid: str) -> set[str]:
+        """SOP Instance UIDs the destination holds of a study, retried like a C-STORE would be.
+
+        A destination that is restarting or briefly refuses associations gets the same
+        bounded backoff as sending; a permanent rejection stops the run at once.
+        """
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                with open_find(self.calling, self.destination) as finder:
+                    return {i.sop_uid for i in finder.study_instances(study_uid)}
+            except AssociationRejected as exc:
+                if not exc.transient or attempt == MAX_ATTEMPTS - 1:
+                    raise
+                log.info("destination busy (%s); retrying", exc)
+            except PacsError as exc:
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+                log.info("destination query failed (%s); retrying", exc)
+            time.sleep(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _source_changed(action: StudyAction, instances: list[InstanceRecord]) -> str:
@@ -367,7 +387,9 @@ class Executor:
             sender.failed()
             log.info("destination: %s; attempt %d of %d", problem, attempt + 1, MAX_ATTEMPTS)
             if sender.failures_in_a_row >= BREAKER_THRESHOLD:
-                sender.close()
+                # The instance in hand says why the run stopped; later ones stay untouched.
+                code = outcome.code if outcome is not None else None
+                self._fail(run_id, item.sop_uid, code, "destination_unavailable", problem, result)
                 raise DestinationUnavailable(
                     f"{sender.peer.describe()} failed {sender.failures_in_a_row} times in a row "
                     f"(last: {' '.join(problem.split())}); apply stopped, the {result.sent} "

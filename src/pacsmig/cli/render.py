@@ -172,6 +172,10 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
 
 @contextmanager
 def apply_progress(console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
+    if not console.is_terminal:
+        # Logs and scripts get the summary at the end, not frames of a progress bar.
+        yield lambda ev: None
+        return
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -37,15 +37,38 @@ both sides and none of those agrees (names agree from ``GUARD_NAME_SIMILARITY``)
 with no candidate only because of that is held as ``identity_conflict`` unless a later rule
 matches it.
 
+The accession guard. An accession typo that lands on the *same patient's* other order (RIS
+numbers are sequential, so a slip often hits the next exam) passes the identity check, and
+would then also hand the true order to that exam's own, accession-less study by elimination:
+two wrong matches. An accession match is therefore *contestable* when the patient (the study's
+or the order's patient ID) has a *sibling* order: within the widest rule window of the study
+date, of compatible modality, untaken and claimed by no accession, for which a *rival* study
+exists, one no accession explains that a later rule could pair with the sibling (same patient
+ID or birth date, within the window, compatible modality). A sibling with no rival (a
+duplicate booking, a no-show) does not contest: nothing could be given it by mistake. A
+contestable match stands only when evidence beyond the accession prefers its order over every
+sibling and none prefers a sibling (``_preferred``): the study date is strictly closer to the
+order's date than to any sibling's, or the study description agrees with the order's
+(``DESC_AGREE``) by ``DESC_MARGIN`` more than with any sibling's (``description_similarity``:
+case, accents, punctuation and common abbreviations forgiven, modality words ignored).
+Otherwise the study is held as ``ambiguous_candidates`` with the order and its siblings as
+candidates. Those orders stay available, so a rival that sees both is held as ambiguous by its
+own rule. Each order of a held contest is also linked to the others: when a later rule finds a
+study that has one of them as its only candidate (the rest out of its reach), the linked orders
+are added as candidates and the study is held, unless its own date and description prefer
+that order. So no order is ever given by elimination while the accession beside it is in doubt.
+
 Everything is computed column-wise: studies and orders become integer-coded NumPy/pandas
 columns once, rules are hash joins on integer keys, and candidate counts are bincounts. The
 only per-study Python is reading the input objects and building the result objects; name
-keys are computed only for the candidate pairs that need them.
+and description keys are computed only for the candidate pairs that need them.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, cast, get_args
@@ -102,6 +125,13 @@ GUARD_NAME_DIFFERENT: Final = 0.5
 # An accession shared by more orders than this is a placeholder ('0', 'UNKNOWN'), not an
 # identifier: it is ignored rather than joined, which would also explode the pair count.
 MAX_ORDERS_PER_ACCESSION: Final = 20
+# The accession guard's description test (``_desc_key`` + token_set_ratio, 0..1): a study's
+# description *agrees* with an order's from DESC_AGREE, and one order is *preferred* over
+# another only when it also scores DESC_MARGIN higher. Same-modality procedures that differ
+# in one body-part word score ~0.88 ('HEAD WITHOUT CONTRAST' / 'CHEST WITHOUT CONTRAST');
+# a shortened or abbreviated spelling of the same procedure scores 1.0.
+DESC_AGREE: Final = 0.9
+DESC_MARGIN: Final = 0.1
 _MAX_WINDOW_DAYS: Final = 366
 # Day ordinals are < 2**22 (year 9999 is 3_652_059), so block * 2**22 + day is collision-free.
 _DAY_BITS: Final = 1 << 22
@@ -280,6 +310,74 @@ class _Names:
 
 
 # ---------------------------------------------------------------------------------------
+# Descriptions (evidence for the accession guard only)
+
+# Spellings RIS and modalities use for the same word. Modality words are dropped: siblings the
+# guard compares share a modality, so 'CT'/'MRI' would only inflate every score alike.
+_DESC_WORDS: Final[dict[str, str]] = {
+    "WO": "WITHOUT",
+    "W": "WITH",
+    "WWO": "WITH AND WITHOUT",
+    "CONT": "CONTRAST",
+    "CON": "CONTRAST",
+    "CM": "CONTRAST",
+    "LT": "LEFT",
+    "RT": "RIGHT",
+    "BILAT": "BILATERAL",
+    "ABD": "ABDOMEN",
+    "ABDO": "ABDOMEN",
+    "VW": "VIEWS",
+    "VWS": "VIEWS",
+    "VIEW": "VIEWS",
+}
+_DESC_DROP: Final = frozenset(
+    {"CT", "MR", "MRI", "CR", "DX", "DR", "XR", "XRAY", "RAD", "US", "MG", "NM", "PT", "PET"}
+    | {"XA", "RF"}
+)
+_DESC_SPLIT: Final = re.compile(r"[^A-Z0-9]+")
+
+
+def _desc_key(raw: str) -> str:
+    """A procedure description as comparable words: case, accents, punctuation and the usual
+    abbreviations ('W/O', 'WO', 'LT', 'ABD') forgiven, modality words dropped."""
+    text = unicodedata.normalize("NFKD", normalize_text(raw).upper())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.replace("W/O", " WITHOUT ").replace("W/", " WITH ").replace("+C", " CONTRAST ")
+    words = (_DESC_WORDS.get(w, w) for w in _DESC_SPLIT.split(text) if w)
+    return " ".join(w for w in words if w not in _DESC_DROP)
+
+
+class _Texts:
+    """Description keys of one side, computed on first use (only guard pairs need them)."""
+
+    def __init__(self, raw: list[str]) -> None:
+        self.raw = raw
+        self.keys: list[str] = [""] * len(raw)
+        self.done = np.zeros(len(raw), dtype=bool)
+        self._cache: dict[str, str] = {}
+
+    def get(self, idx: IntArray) -> list[str]:
+        todo = np.unique(idx[~self.done[idx]])
+        for i in todo.tolist():
+            raw = self.raw[i]
+            key = self._cache.get(raw)
+            if key is None:
+                key = self._cache[raw] = _desc_key(raw)
+            self.keys[i] = key
+        self.done[todo] = True
+        keys = self.keys
+        return [keys[i] for i in idx.tolist()]
+
+
+def description_similarity(a: str, b: str) -> float:
+    """How alike two procedure descriptions are, 0..1; 0 if either says nothing."""
+    ka, kb = _desc_key(a), _desc_key(b)
+    if not ka or not kb:
+        return 0.0
+    return float(fuzz.token_set_ratio(ka, kb, processor=None)) / 100.0
+
+
+# ---------------------------------------------------------------------------------------
 # Column building
 
 
@@ -337,6 +435,8 @@ class _Columns:
     n_mod: int
     s_names: _Names
     o_names: _Names
+    s_desc: _Texts
+    o_desc: _Texts
     junk_acc: BoolArray  # per accession code
 
     @classmethod
@@ -401,6 +501,8 @@ class _Columns:
             n_mod=n_mod,
             s_names=_Names(cols(studies, "patient_name")),
             o_names=_Names(cols(orders, "patient_name")),
+            s_desc=_Texts(cols(studies, "description")),
+            o_desc=_Texts(cols(orders, "description")),
             junk_acc=junk_acc,
         )
 
@@ -420,6 +522,19 @@ class _Columns:
         self.o_names.ensure(o)
         sf, of = self.s_names.forms, self.o_names.forms
         return _similarity([sf[i] for i in s.tolist()], [of[j] for j in o.tolist()])
+
+    def desc_scores(self, s: IntArray, o: IntArray) -> FloatArray:
+        """Description similarity of aligned pairs (see ``description_similarity``)."""
+        if s.size == 0:
+            return np.zeros(0)
+        a, b = self.s_desc.get(s), self.o_desc.get(o)
+        scores = process.cpdist(
+            a, b, scorer=fuzz.token_set_ratio, processor=None, workers=-1
+        ).astype(np.float64)
+        scores /= 100.0
+        empty = np.fromiter((not x or not y for x, y in zip(a, b, strict=True)), bool, s.size)
+        scores[empty] = 0.0
+        return scores
 
     def contradicted(self, s: IntArray, o: IntArray, *, use_pid: bool) -> BoolArray:
         """The pair's identity evidence says "another patient".
@@ -481,6 +596,46 @@ def _window_pairs(
     return pairs["s"].to_numpy(np.int64), pairs["o"].to_numpy(np.int64)
 
 
+def _preferred(c: _Columns, s: IntArray, o: IntArray, kk: IntArray, rival: IntArray) -> BoolArray:
+    """Per item k (study ``s[k]``, chosen order ``o[k]``): does evidence other than the rule's
+    own key prefer ``o[k]`` over every rival order ``rival[i]`` of item ``kk[i]``?
+
+    Two votes, each for the chosen order (+1), for a rival (-1) or neither (0): the study date
+    (strictly closer to the chosen order's than to every rival's) and the description
+    (``DESC_AGREE`` and ``DESC_MARGIN`` over the best rival). Preferred: one vote for and none
+    against. Items without rivals are not asked (True).
+    """
+    n = s.size
+    sk = s[kk]
+    if n == 0:
+        return np.ones(0, dtype=bool)
+    big = np.iinfo(np.int64).max
+    # Date: unknown days give no vote.
+    d_pick = np.where((c.s_day[s] >= 0) & (c.o_day[o] >= 0), np.abs(c.s_day[s] - c.o_day[o]), -1)
+    d_riv = np.where(
+        (c.s_day[sk] >= 0) & (c.o_day[rival] >= 0), np.abs(c.s_day[sk] - c.o_day[rival]), big
+    )
+    d_best = np.full(n, big, dtype=np.int64)
+    np.minimum.at(d_best, kk, d_riv)
+    known = (d_pick >= 0) & (d_best < big)
+    date_vote = np.where(known, np.sign(d_best - d_pick), 0)
+    # Description.
+    a_pick = c.desc_scores(s, o)
+    a_best = np.zeros(n)
+    np.maximum.at(a_best, kk, c.desc_scores(sk, rival))
+    desc_vote = ((a_pick >= DESC_AGREE) & (a_pick - a_best >= DESC_MARGIN)).astype(np.int64) - (
+        (a_best >= DESC_AGREE) & (a_best - a_pick >= DESC_MARGIN)
+    ).astype(np.int64)
+    asked = np.bincount(kk, minlength=n) > 0
+    ok = (date_vote >= 0) & (desc_vote >= 0) & (date_vote + desc_vote > 0)
+    return np.asarray(ok | ~asked, dtype=bool)
+
+
+def _unique_pairs(a: IntArray, b: IntArray, width: int) -> tuple[IntArray, IntArray]:
+    code = np.unique(a * max(width, 1) + b)
+    return code // max(width, 1), code % max(width, 1)
+
+
 # ---------------------------------------------------------------------------------------
 # Resolution state
 
@@ -512,6 +667,9 @@ class _State:
         self.pending = np.zeros(n, dtype=np.int8)  # rule label of a guard rejection
         self.pending_s: list[IntArray] = []
         self.pending_o: list[IntArray] = []
+        # Order pairs of contested accession holds (each order with its rivals), both ways.
+        self.link_a: list[IntArray] = []
+        self.link_b: list[IntArray] = []
 
     def open(self) -> BoolArray:
         return np.asarray(self.status == _OPEN, dtype=bool)
@@ -573,7 +731,7 @@ class _State:
 # Rules
 
 
-def _rule_accession(c: _Columns, st: _State, label: int) -> None:
+def _rule_accession(c: _Columns, st: _State, label: int, window: int) -> None:
     sm = st.open() & (c.s_acc >= 0)
     om = ~st.taken & (c.o_acc >= 0)
     om[om] = ~c.junk_acc[c.o_acc[om]]
@@ -593,7 +751,111 @@ def _rule_accession(c: _Columns, st: _State, label: int) -> None:
         narrowed = np.bincount(s[multi & compat], minlength=c.n)[s] == 1
         keep = ~(multi & narrowed) | compat
         s, o = s[keep], o[keep]
+    s, o = _guard_accession(c, st, s, o, label, window)
     st.settle(s, o, np.ones(s.size), label)
+
+
+def _guard_accession(
+    c: _Columns, st: _State, s: IntArray, o: IntArray, label: int, window: int
+) -> tuple[IntArray, IntArray]:
+    """Hold accession matches a typo could have produced (module docstring, "guard").
+
+    Returns the accession pairs minus those of the held studies.
+    """
+    if s.size == 0:
+        return s, o
+    count = np.bincount(s, minlength=c.n)[s]
+    claims = np.bincount(o, minlength=c.m)[o]
+    would = np.flatnonzero((count == 1) & (claims == 1))
+    ws, wo = s[would], o[would]
+    k = np.arange(ws.size, dtype=np.int64)
+    # Siblings: orders of the same patient (the study's ID or the order's) dated within the
+    # window of the study, of compatible modality, untaken and claimed by no accession.
+    pool = ~st.taken & (c.o_pid >= 0) & (c.o_day >= 0)
+    pool[o] = False
+    oi = np.flatnonzero(pool)
+    has_day = c.s_day[ws] >= 0
+    parts_k, parts_o = [], []
+    for block in (c.o_pid[wo], c.s_pid[ws]):
+        sel = has_day & (block >= 0)
+        a, b = _window_pairs(
+            k[sel], block[sel], c.s_day[ws[sel]], oi, c.o_pid[oi], c.o_day[oi], window
+        )
+        parts_k.append(a)
+        parts_o.append(b)
+    kk, sib = _unique_pairs(np.concatenate(parts_k), np.concatenate(parts_o), c.m)
+    ok = c.modality_ok(ws[kk], sib)
+    kk, sib = kk[ok], sib[ok]
+    if kk.size == 0:
+        return s, o
+    # Rivals: an open study no accession explains, which a later rule could pair with the
+    # sibling (same patient ID or birth date, within the window, compatible modality).
+    sib_o = np.unique(sib)
+    free = st.open() & (c.s_day >= 0)
+    free[s] = False
+    sp = np.flatnonzero(free)
+    backed = np.zeros(c.m, dtype=bool)
+    for skey, okey in ((c.s_pid, c.o_pid), (c.s_dob, c.o_dob)):
+        ss, oo = sp[skey[sp] >= 0], sib_o[okey[sib_o] >= 0]
+        rs, ro = _window_pairs(ss, skey[ss], c.s_day[ss], oo, okey[oo], c.o_day[oo], window)
+        backed[ro[c.modality_ok(rs, ro)]] = True
+    contested = np.zeros(ws.size, dtype=bool)
+    contested[kk[backed[sib]]] = True
+    ck = np.flatnonzero(contested)
+    if ck.size == 0:
+        return s, o
+    # Only contested matches are asked for more evidence, against all their siblings.
+    pos = np.full(ws.size, -1, dtype=np.int64)
+    pos[ck] = np.arange(ck.size)
+    asked = contested[kk]
+    kk, sib = pos[kk[asked]], sib[asked]
+    held = ~_preferred(c, ws[ck], wo[ck], kk, sib)
+    if not held.any():
+        return s, o
+    hs, ho = ws[ck][held], wo[ck][held]
+    hk = held[kk]
+    st.hold(
+        np.concatenate([hs, ws[ck][kk[hk]]]),
+        np.concatenate([ho, sib[hk]]),
+        "ambiguous_candidates",
+        label,
+    )
+    group = pd.DataFrame(
+        {"g": np.concatenate([np.flatnonzero(held), kk[hk]]), "o": np.concatenate([ho, sib[hk]])}
+    )
+    links = group.merge(group, on="g")
+    links = links[links["o_x"] != links["o_y"]]
+    st.link_a.append(links["o_x"].to_numpy(np.int64))
+    st.link_b.append(links["o_y"].to_numpy(np.int64))
+    keep = np.ones(c.n, dtype=bool)
+    keep[hs] = False
+    keep_pairs = keep[s]
+    return s[keep_pairs], o[keep_pairs]
+
+
+def _guard_elimination(
+    c: _Columns, st: _State, s: IntArray, o: IntArray, score: FloatArray
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """A later rule's lone candidate that belongs to a held accession contest gets the
+    contest's other orders as candidates too (so the study is held), unless the study's own
+    date and description prefer it (see ``_preferred``)."""
+    if not st.link_a or s.size == 0:
+        return s, o, score
+    single = np.flatnonzero(np.bincount(s, minlength=c.n)[s] == 1)
+    left = pd.DataFrame({"i": single, "o": o[single]})
+    right = pd.DataFrame({"o": np.concatenate(st.link_a), "r": np.concatenate(st.link_b)})
+    j = left.merge(right, on="o", how="inner", sort=False)
+    if j.empty:
+        return s, o, score
+    i, r = j["i"].to_numpy(np.int64), j["r"].to_numpy(np.int64)
+    items, kk = np.unique(i, return_inverse=True)
+    bad = ~_preferred(c, s[items], o[items], kk.astype(np.int64), r)[kk]
+    add_s, add_o = s[i[bad]], r[bad]
+    return (
+        np.concatenate([s, add_s]),
+        np.concatenate([o, add_o]),
+        np.concatenate([score, np.full(add_s.size, np.nan)]),
+    )
 
 
 def _rule_patient_date_modality(c: _Columns, st: _State, rule: MatchRule, label: int) -> None:
@@ -608,7 +870,8 @@ def _rule_patient_date_modality(c: _Columns, st: _State, rule: MatchRule, label:
     bad = c.contradicted(s, o, use_pid=False)
     st.reject(s[bad], o[bad], s[~bad], label)
     s, o = s[~bad], o[~bad]
-    st.settle(s, o, np.ones(s.size), label)
+    s, o, score = _guard_elimination(c, st, s, o, np.ones(s.size))
+    st.settle(s, o, score, label)
 
 
 def _rule_demographics(c: _Columns, st: _State, rule: MatchRule, label: int) -> None:
@@ -622,7 +885,8 @@ def _rule_demographics(c: _Columns, st: _State, rule: MatchRule, label: int) -> 
     s, o = s[ok], o[ok]
     score = c.name_scores(s, o)
     ok = score >= rule.min_similarity
-    st.settle(s[ok], o[ok], score[ok], label)
+    s, o, score = _guard_elimination(c, st, s[ok], o[ok], score[ok])
+    st.settle(s, o, score, label)
 
 
 # ---------------------------------------------------------------------------------------
@@ -649,10 +913,12 @@ def match_studies(
     conflict = np.fromiter((bool(s.other_patient_ids) for s in studies), dtype=bool, count=n)
     st.hold(np.flatnonzero(st.open() & conflict), None, "patient_conflict", 0)
 
+    # The accession guard looks as far from the study date as the widest rule window.
+    window = max(r.date_window_days for r in rules) if rules else 0
     for rule in rules:
         label = _label(rule.rule)
         if rule.rule == "accession":
-            _rule_accession(c, st, label)
+            _rule_accession(c, st, label, window)
         elif rule.rule == "patient-date-modality":
             _rule_patient_date_modality(c, st, rule, label)
         else:
