@@ -52,5 +52,9 @@ class AssociationRejected(PacsError):
         self.transient = transient
 
 
+class NoAcceptedContexts(PacsError):
+    """The peer accepted the association but none of the proposed presentation contexts."""
+
+
 class PeerUnreachable(PacsError):
     """Nothing answered at the peer's address."""

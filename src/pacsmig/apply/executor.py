@@ -23,7 +23,7 @@ from pacsmig.dicomnet.ae import Peer
 from pacsmig.dicomnet.find import open_find
 from pacsmig.dicomnet.status import StoreOutcome
 from pacsmig.dicomnet.store import DestinationUnavailable, StoreSession, open_store
-from pacsmig.errors import AssociationRejected, PacsError, PacsmigError
+from pacsmig.errors import AssociationRejected, NoAcceptedContexts, PacsError, PacsmigError
 from pacsmig.inventory.dimse import peer_of
 from pacsmig.inventory.model import InstanceRecord
 from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
@@ -374,6 +374,14 @@ class Executor:
                 if not exc.transient:
                     raise  # configuration (AE titles): retrying cannot help, stop the run
                 outcome, problem = None, str(exc)
+            except NoAcceptedContexts as exc:
+                # The destination takes no object of this kind in any syntax we can offer:
+                # a fact about the instance, not a fault of the destination.
+                sender.close()
+                outcome = StoreOutcome(
+                    category="failure", code=None, comment=f"unsupported_by_destination: {exc}"
+                )
+                break
             except PacsError as exc:  # unreachable, or it dropped the association request
                 outcome, problem = None, str(exc)
             else:

@@ -13,7 +13,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from pacsmig.dicomnet.tls import TlsConfig, client_context, handshake_error
-from pacsmig.errors import AssociationRejected, PacsError, PeerUnreachable
+from pacsmig.errors import AssociationRejected, NoAcceptedContexts, PacsError, PeerUnreachable
 
 CONNECT_TIMEOUT = 10.0
 
@@ -119,6 +119,13 @@ def associate(
     if not assoc.is_established:
         if assoc.is_rejected:
             raise describe_rejection(assoc, peer, calling_ae_title)
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            refused = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts})
+            raise NoAcceptedContexts(
+                f"{peer.describe()} accepted none of the {len(assoc.rejected_contexts)} proposed "
+                f"presentation contexts (SOP classes {', '.join(refused[:4])}"
+                f"{', ...' if len(refused) > 4 else ''})"
+            )
         if ctx is not None:
             why = handshake_error(peer.host, peer.port, ctx, CONNECT_TIMEOUT)
             if why:

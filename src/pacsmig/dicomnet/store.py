@@ -67,7 +67,8 @@ class StoreSession:
         try:
             ds = dcmread(path)
             if UID(transfer_syntax) not in UNCOMPRESSED_ALL:
-                ds.decompress()
+                # pydicom 3 mints a new SOP Instance UID by default: the instance must keep its own.
+                ds.decompress(generate_instance_uid=False)
             else:
                 ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         except Exception as exc:

@@ -190,7 +190,11 @@ class FaultSCP:
         port: int | None = None,
         allowed_calling: list[str] | None = None,
         timeout: float = 30.0,
+        transfer_syntaxes: list[str] | None = None,
+        refuse_sop_classes: list[str] | None = None,
     ) -> None:
+        """transfer_syntaxes / refuse_sop_classes narrow what the SCP accepts (PACS that
+        store only some syntaxes or object types)."""
         self.ae_title = ae_title
         self.host = LOOPBACK
         self.port = port if port is not None else free_port()
@@ -211,9 +215,11 @@ class FaultSCP:
             setattr(self._ae, value, timeout)
         self._ae.maximum_pdu_size = 0
         self._ae.maximum_associations = 32
-        syntaxes = [str(ts) for ts in ALL_TRANSFER_SYNTAXES]
+        syntaxes = transfer_syntaxes or [str(ts) for ts in ALL_TRANSFER_SYNTAXES]
+        refused = set(refuse_sop_classes or ())
         for cx in AllStoragePresentationContexts:
-            self._ae.add_supported_context(str(cx.abstract_syntax), syntaxes)
+            if str(cx.abstract_syntax) not in refused:
+                self._ae.add_supported_context(str(cx.abstract_syntax), syntaxes)
         self._ae.add_supported_context(STUDY_ROOT_FIND)
         self._ae.add_supported_context(VERIFICATION)
         self._server: Any = None
