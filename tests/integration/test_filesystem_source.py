@@ -11,7 +11,6 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from pacsmig.testing.servers import OrthancServer
-
 from tests.integration.conftest import run_cli
 from tests.integration.helpers import element_differences, read
 
