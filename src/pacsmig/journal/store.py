@@ -254,12 +254,10 @@ class Journal:
         out: dict[str, str] = {}
         for i in range(0, len(sop_uids), 500):
             chunk = sop_uids[i : i + 500]
+            # Only '?' placeholders are interpolated; every value is a bound parameter.
             marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT sop_uid, study_uid FROM instances WHERE sop_uid IN ({marks}) "  # noqa: S608
-                "AND study_uid<>?",
-                (*chunk, study_uid),
-            )
+            sql = f"SELECT sop_uid, study_uid FROM instances WHERE sop_uid IN ({marks}) "  # noqa: S608  # nosec B608
+            rows = self._conn.execute(sql + "AND study_uid<>?", (*chunk, study_uid))
             out.update({r[0]: r[1] for r in rows})
         return out
 
