@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import pydicom
 import pytest
@@ -36,6 +35,7 @@ from pacsmig.plan.codec import read_plan
 from pacsmig.testing.corpus import generate_corpus
 from pacsmig.testing.fault_scp import FaultSCP, abort, delay, raise_error, respond
 from pacsmig.testing.servers import OrthancServer, free_port, orthanc_binary
+from tests.conftest import time_limit
 
 try:
     orthanc_binary()
@@ -55,17 +55,8 @@ FAST_BACKOFF = (0.01, 0.02, 0.05)
 @pytest.fixture(autouse=True)
 def bounded() -> Iterator[None]:
     """Fail (rather than hang) a test that runs longer than TEST_TIMEOUT."""
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TEST_TIMEOUT)
-    try:
+    with time_limit(TEST_TIMEOUT):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture()

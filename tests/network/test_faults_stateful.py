@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -35,6 +33,7 @@ from pacsmig.errors import PacsError
 from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
 from pacsmig.plan.codec import read_plan
 from pacsmig.testing.fault_scp import FaultSCP, abort, delay, raise_error, respond
+from tests.conftest import time_limit
 from tests.network.test_faults import (
     Source,
     check_safety,
@@ -82,16 +81,9 @@ class Crash(Exception):
 
 @pytest.fixture(autouse=True)
 def bounded() -> Iterator[None]:
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TEST_TIMEOUT)
-    try:
+    """Fail (rather than hang) a test that runs longer than TEST_TIMEOUT."""
+    with time_limit(TEST_TIMEOUT):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
