@@ -8,14 +8,20 @@ pydicom's real test files in several encodings. Whatever it makes:
    (the counts add up to the files seen, no path twice);
 2. a second scan reads nothing and returns the same result (the index keeps every value);
 3. every indexed instance normalises to a Part 10 file whose File Meta names its SOP UIDs and
-   transfer syntax, or read_normalised says why with an InputError: nothing else escapes.
+   transfer syntax, or read_normalised says why with an InputError: nothing else escapes;
+4. after any one change (a file touched, regrown under the same mtime, added or removed) or
+   none, a re-scan returns what a scan from nothing returns, reading only the changed file,
+   and returns the last result unrebuilt exactly when nothing changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import os
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +29,7 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.filereader import read_file_meta_info
 
+import pacsmig.inventory.files as files
 from pacsmig.errors import InputError
 from pacsmig.inventory.files import QUARANTINE_REASONS, ScanResult, _read_one, read_normalised, scan
 
@@ -163,3 +170,48 @@ def test_arbitrary_bytes_never_escape_the_reader(data: bytes) -> None:
     assert kind in ("i", "q", "d")
     if kind == "q":
         assert packed.split("\x1f", 1)[0] in QUARANTINE_REASONS
+
+
+CHANGES = ("none", "touch", "regrow", "add", "remove")
+
+
+@SETTINGS
+@given(
+    st.lists(damaged(), min_size=1, max_size=6),
+    st.sampled_from(CHANGES),
+    st.integers(0, 5),
+    damaged(),
+)
+def test_a_rescan_after_any_one_change_equals_a_scan_from_nothing(
+    batch: list[bytes], change: str, which: int, extra: bytes
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        written = []
+        for i, data in enumerate(batch):
+            path = root / f"d{i % 2}" / f"f{i}.dcm"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            written.append(path)
+        index = Path(tmp) / "index.sqlite"
+        scan([root], index_path=index, workers=1)
+
+        target = written[which % len(written)]
+        st_ = target.stat()
+        if change == "touch":
+            os.utime(target, ns=(st_.st_atime_ns, st_.st_mtime_ns + 1))
+        elif change == "regrow":
+            target.write_bytes(target.read_bytes() + b"\0")
+            os.utime(target, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+        elif change == "add":
+            (root / "d9").mkdir()
+            (root / "d9" / "late.dcm").write_bytes(extra)
+        elif change == "remove":
+            target.unlink()
+
+        with mock.patch.object(files, "_scan", wraps=files._scan) as rebuilding:
+            again = scan([root], index_path=index, workers=1)
+        assert rebuilding.called == (change != "none")
+        assert again.files_read == (1 if change in ("touch", "regrow", "add") else 0)
+        fresh = scan([root], index_path=Path(tmp) / "fresh.sqlite", workers=1)
+        assert again == dataclasses.replace(fresh, files_read=again.files_read)

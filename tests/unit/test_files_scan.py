@@ -7,11 +7,15 @@ element by element, with what pydicom reads from the original.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
+import pickle
 import shutil
 import sqlite3
 import struct
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from io import BytesIO
 from pathlib import Path
 
@@ -667,6 +671,395 @@ def test_an_unusable_index_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "index.sqlite").write_bytes(b"not a database" * 100)
     with pytest.raises(InputError, match="index"):
         scan([tmp_path], index_path=tmp_path / "index.sqlite")
+
+
+# --- reusing the last result ------------------------------------------------------------------------
+
+# The media's files have no extension: only their DICOMDIR brings them in.
+SELECTION = {"include": ["**/*.dcm", "**/*.txt", "**/DICOMDIR"]}
+
+
+def rich_tree(root: Path) -> dict[str, Path]:
+    """Instances, an identical copy, a conflicting copy, unusable files and DICOMDIR media."""
+    paths = {f"im{i}": p for i, p in enumerate(many(root / "series", 6))}
+    ct = raw("CT_small.dcm")
+    paths["ct"] = write(root, "raid/ct.dcm", ct)
+    paths["copy"] = write(root, "tape/ct.dcm", ct)
+    ds = pydicom.dcmread(sample("MR_small.dcm"))
+    paths["mr"] = write(root, "raid/mr.dcm", part10(ds))
+    ds.ImageComments = "re-windowed copy"
+    paths["conflict"] = write(root, "tape/mr.dcm", part10(ds))
+    paths["text"] = write(root, "notes.txt", b"nothing to see")
+    paths["cut"] = write(root, "raid/cut.dcm", ct[:5000])
+    media = copy_media(root / "cd")
+    paths["referenced"] = media / referenced(media / "DICOMDIR")[0]
+    return paths
+
+
+@pytest.fixture
+def rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per scan that rebuilt its result (the others returned the last one)."""
+    calls: list[int] = []
+    real = files._scan
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files, "_scan", counted)
+    return calls
+
+
+def unread(result: ScanResult) -> ScanResult:
+    return dataclasses.replace(result, files_read=0)
+
+
+def rebuilt(root: Path, tmp_path: Path) -> ScanResult:
+    """A scan from nothing: a fresh index, every file read."""
+    index = tmp_path / f"fresh-{len(list(tmp_path.glob('fresh-*')))}.sqlite"
+    return unread(scan([root], index_path=index, **SELECTION))  # type: ignore[arg-type]
+
+
+def test_an_unchanged_rescan_returns_the_last_result(tmp_path: Path, rebuilds: list[int]) -> None:
+    root = tmp_path / "root"
+    rich_tree(root)
+    first = run(root, tmp_path, **SELECTION)
+    assert first.duplicates and first.conflicts and first.dicomdirs and first.quarantine
+    assert len(rebuilds) == 1
+
+    again = run(root, tmp_path, **SELECTION)
+    assert len(rebuilds) == 1  # reused
+    assert again == unread(first)
+    # A forced rebuild on the same index (the kept result dropped) gives the very same value...
+    with sqlite3.connect(tmp_path / "index.sqlite") as con:
+        con.execute("DELETE FROM scan_cache")
+    forced = run(root, tmp_path, **SELECTION)
+    assert len(rebuilds) == 2
+    assert forced == again
+    # ...and so does a scan from nothing.
+    assert rebuilt(root, tmp_path) == again
+
+
+def touch(path: Path) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+
+
+def regrow(path: Path) -> None:
+    """Other content, one byte longer, under the same mtime."""
+    st = path.stat()
+    path.write_bytes(path.read_bytes() + b"\0")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# change -> files it makes the scan read
+CHANGES: dict[str, tuple[Callable[[Path, dict[str, Path]], object], int]] = {
+    "instance touched by 1 ns": (lambda root, p: touch(p["im1"]), 1),
+    "instance one byte longer, same mtime": (lambda root, p: regrow(p["im2"]), 1),
+    "instance added": (lambda root, p: write(root, "late/new.dcm", raw("MR_small.dcm")), 1),
+    "instance removed": (lambda root, p: p["im3"].unlink(), 0),
+    "identical copy touched": (lambda root, p: touch(p["copy"]), 1),
+    "identical copy removed": (lambda root, p: p["copy"].unlink(), 0),
+    "conflicting copy removed": (lambda root, p: p["conflict"].unlink(), 0),
+    "quarantined file touched": (lambda root, p: touch(p["text"]), 1),
+    "file a DICOMDIR references touched": (lambda root, p: touch(p["referenced"]), 1),
+    "file a DICOMDIR references removed": (lambda root, p: p["referenced"].unlink(), 0),
+    "broken link added": (lambda root, p: (root / "gone.dcm").symlink_to(root / "nowhere"), 0),
+    "empty folder added": (lambda root, p: (root / "raid" / "empty").mkdir(), 0),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_any_single_change_rebuilds_the_result(
+    tmp_path: Path, rebuilds: list[int], change: str
+) -> None:
+    root = tmp_path / "root"
+    paths = rich_tree(root)
+    run(root, tmp_path, **SELECTION)
+    run(root, tmp_path, **SELECTION)
+    assert len(rebuilds) == 1
+
+    make, read = CHANGES[change]
+    make(root, paths)
+    changed = run(root, tmp_path, **SELECTION)
+    assert len(rebuilds) == 2
+    assert changed.files_read == read
+    # The rebuilt result is kept in turn.
+    assert run(root, tmp_path, **SELECTION) == unread(changed)
+    assert len(rebuilds) == 2
+    assert unread(changed) == rebuilt(root, tmp_path)
+
+
+def test_files_outside_the_selection_do_not_matter(tmp_path: Path, rebuilds: list[int]) -> None:
+    root = tmp_path / "root"
+    rich_tree(root)
+    first = run(root, tmp_path, **SELECTION)
+    write(root, "raid/scratch.tmp", b"not selected")
+    assert run(root, tmp_path, **SELECTION) == unread(first)
+    assert len(rebuilds) == 1
+    # Other parameters are another scan: never the kept result of these.
+    widened = run(root, tmp_path)
+    assert len(rebuilds) == 2
+    assert "scratch.tmp" in reasons(widened)
+
+
+def test_any_other_write_to_the_index_drops_the_kept_result(
+    tmp_path: Path, rebuilds: list[int]
+) -> None:
+    root = tmp_path / "root"
+    paths = many(root, 6)
+    first = run(root, tmp_path)
+    # An older pacsmig or a hand edit, unaware of the kept result.
+    with sqlite3.connect(tmp_path / "index.sqlite") as con:
+        con.execute("DELETE FROM files WHERE path = ?", (str(paths[2]),))
+    again = run(root, tmp_path)
+    assert len(rebuilds) == 2
+    assert again.files_read == 1
+    assert unread(again) == unread(first)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x80\x05 not a pickle",
+        pickle.dumps((1, "x")),
+        # Unpickling it would call a function: refused, never run.
+        pickle.dumps(print),
+    ],
+)
+def test_a_damaged_kept_result_is_rebuilt(tmp_path: Path, rebuilds: list[int], blob: bytes) -> None:
+    root = tmp_path / "root"
+    many(root, 6)
+    first = run(root, tmp_path)
+    with sqlite3.connect(tmp_path / "index.sqlite") as con:
+        con.execute("UPDATE scan_cache SET result = ?", (blob,))
+    again = run(root, tmp_path)
+    assert len(rebuilds) == 2
+    assert again == unread(first)
+
+
+def test_a_result_too_large_to_keep_is_rebuilt_each_time(
+    tmp_path: Path, rebuilds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = files._open_index
+
+    def small_values(index_path: Path) -> sqlite3.Connection:
+        con = real(index_path)
+        con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+        return con
+
+    monkeypatch.setattr(files, "_open_index", small_values)
+    root = tmp_path / "root"
+    many(root, 6)
+    first = run(root, tmp_path)
+    again = run(root, tmp_path)
+    assert len(rebuilds) == 2
+    assert again == unread(first)
+
+
+@pytest.mark.parametrize("failing", ["digest", "comparison", "every read"])
+def test_a_result_resting_on_a_passing_failure_is_not_kept(
+    tmp_path: Path, rebuilds: list[int], monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A copy that cannot be read for a moment: this scan decides without it, the next retries."""
+    root = tmp_path / "root"
+    # One instance in two encodings: other data set bytes, the same content.
+    write(root, "a/mr.dcm", raw("MR_small.dcm"))
+    copy = str(write(root, "b/mr.dcm", raw("MR_small_implicit.dcm")))
+    busy = files._Unavailable(f"cannot read {copy}: device busy")
+    real_digest, real_read, real_load = files._digest_one, files.read_normalised, files._load
+
+    def digest(item: tuple[str, int, int]) -> tuple[str, str | None, bool]:
+        return (copy, None, False) if item[0] == copy else real_digest(item)
+
+    def read(inst: FileInstance) -> bytes:
+        if inst.path == copy:
+            raise busy
+        return real_read(inst)
+
+    def load(path: str, size: int, mtime_ns: int) -> object:
+        if path == copy:
+            raise busy
+        return real_load(path, size, mtime_ns)
+
+    with monkeypatch.context() as patched:
+        if failing == "digest":
+            patched.setattr(files, "_digest_one", digest)
+        elif failing == "comparison":
+            patched.setattr(files, "read_normalised", read)
+        else:
+            patched.setattr(files, "_load", load)
+        first = run(root, tmp_path)
+        if failing == "digest":  # compared element by element instead
+            assert not first.quarantine and len(first.duplicates) == 1
+        else:  # not provably the same: held for now
+            assert reasons(first) == {"mr.dcm": "duplicate_conflict"}
+        assert run(root, tmp_path) == unread(first)
+        assert len(rebuilds) == 2
+
+    healed = run(root, tmp_path)
+    assert not healed.quarantine and len(healed.duplicates) == 1
+    assert run(root, tmp_path) == healed
+    assert len(rebuilds) == 3
+
+
+def test_a_file_that_changed_while_read_is_read_again(
+    tmp_path: Path, rebuilds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "root"
+    paths = many(root, 6)
+    changing = str(paths[4])
+    real = files._read_one
+
+    def read_after_a_write(path: str) -> files.Row:
+        row = real(path)
+        # As if the file were written to between the walk and the read.
+        return (row[0], row[1], row[2] + 1, *row[3:]) if path == changing else row
+
+    with monkeypatch.context() as patched:
+        patched.setattr(files, "_read_one", read_after_a_write)
+        first = run(root, tmp_path)
+    # The walk's (size, mtime_ns) of that file is not the indexed one: read again, not reused.
+    again = run(root, tmp_path)
+    assert len(rebuilds) == 2
+    assert again.files_read == 1
+    assert {i.mtime_ns for i in by_name(again).values()} != {
+        i.mtime_ns for i in by_name(first).values()
+    }
+    assert run(root, tmp_path) == unread(again)
+    assert len(rebuilds) == 2
+    assert unread(scan([root], index_path=tmp_path / "fresh.sqlite")) == unread(again)
+
+
+def test_an_excluded_reference_that_goes_missing_is_noticed(
+    tmp_path: Path, rebuilds: list[int]
+) -> None:
+    root = tmp_path / "root"
+    media = copy_media(root / "cd")
+    ref = referenced(media / "DICOMDIR")[0]
+    # Excluded from the walk and from what the DICOMDIR brings in: neither stats it.
+    selection = {"exclude": [f"**/{ref}"]}
+    first = run(root, tmp_path, **selection)
+    assert str(media / ref) not in {i.path for v in first.instances.values() for i in v}
+    assert run(root, tmp_path, **selection) == unread(first)
+    assert len(rebuilds) == 1
+
+    (media / ref).unlink()
+    gone = run(root, tmp_path, **selection)
+    assert len(rebuilds) == 2
+    assert reasons(gone) == {Path(ref).name: "unreadable"}
+    fresh = scan([root], index_path=tmp_path / "fresh.sqlite", **selection)  # type: ignore[arg-type]
+    assert unread(fresh) == gone
+
+
+class CountingPool(files._Pool):
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.tasks = 0
+
+    def submit_walk(self, *args: object) -> Future[files._Part]:
+        self.tasks += 1
+        return super().submit_walk(*args)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def two_workers() -> Iterator[CountingPool]:
+    pool = CountingPool(2)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("include", [["**/*"], ["**/*.dcm"]])
+def test_a_walk_shared_among_workers_finds_what_one_process_finds(
+    tmp_path: Path, two_workers: CountingPool, include: list[str]
+) -> None:
+    root = tmp_path / "root"
+    for i in range(files._SPLIT_FOLDERS + 6):
+        write(root, f"d{i:02d}/sub/f.dcm", b"x" * i)
+        write(root, f"d{i:02d}/notes.txt", b"y")
+    (root / "d03" / "gone.dcm").symlink_to(root / "nowhere")
+    (root / "d04" / "locked").mkdir(mode=0)
+    try:
+        tree, extra = files._walk([str(root)], include, [], two_workers, lambda: "meanwhile")
+        alone = files._walk_roots([str(root)], files._matcher(include), None)
+    finally:
+        (root / "d04" / "locked").chmod(0o755)
+    assert extra == "meanwhile"
+    assert two_workers.tasks == files._WALK_TASKS
+    assert tree.files() == alone.files() and len(tree.files()) == (files._SPLIT_FOLDERS + 6) * (
+        2 if include == ["**/*"] else 1
+    )
+    assert sorted(tree.problems, key=str) == sorted(alone.problems, key=str)
+    assert {q.path for q in tree.problems} == {str(root / "d03" / "gone.dcm")} | (
+        set() if os.geteuid() == 0 else {str(root / "d04" / "locked")}
+    )
+    assert tree.digest == alone.digest
+
+
+def wide(root: Path) -> None:
+    """Enough folders on the first level for the walk to be shared at once."""
+    for i in range(files._SPLIT_FOLDERS + 6):
+        write(root, f"d{i:02d}/f.dcm", b"x")
+    write(root, "d07/sub/g.dcm", b"y")
+
+
+def deep(root: Path) -> None:
+    """Too few folders on the first level: this process lists the second before sharing."""
+    for i in range(10):
+        for j in range(files._SPLIT_FOLDERS // 8):
+            write(root, f"a{i}/s{j}/f.dcm", b"x")
+
+
+# layout, links (from, to) and a path the one-process walk lists (in name order, the first of
+# two ways in wins): two tasks would both walk the folder, or one would skip it as met already.
+FOLDERS_MET_TWICE = {
+    "link into another task's folder": (wide, [("d01/also", "d07/sub")], "d01/also/g.dcm"),
+    "link to a folder listed before sharing": (deep, [("a0/s0/also", "a5/s3")], "a0/s0/also/f.dcm"),
+    "loop back to the root": (wide, [("d02/loop", "")], "d07/sub/g.dcm"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOLDERS_MET_TWICE))
+def test_a_shared_walk_that_meets_a_folder_twice_walks_again_in_order(
+    tmp_path: Path, two_workers: CountingPool, case: str
+) -> None:
+    root = tmp_path / "root"
+    layout, links, listed = FOLDERS_MET_TWICE[case]
+    layout(root)
+    for link, target in links:
+        (root / link).symlink_to(root / target)
+
+    tree, _ = files._walk([str(root)], ["**/*"], [], two_workers, lambda: None)
+    alone = files._walk_roots([str(root)], None, None)
+    assert two_workers.tasks == files._WALK_TASKS
+    assert str(root / listed) in alone.files()
+    assert tree.files() == alone.files()
+    assert tree.digest == alone.digest
+
+
+def test_the_tree_digest_covers_names_sizes_mtimes_and_problems(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    path = write(root, "a/f.dcm", b"xy")
+    write(root, "b/g.dcm", b"z")
+
+    def digest() -> str:
+        return files._walk_roots([str(root)], None, None).digest
+
+    seen = {digest()}
+    touch(path)
+    seen.add(digest())
+    st = path.stat()
+    path.write_bytes(b"xyz")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    seen.add(digest())
+    path.rename(root / "a" / "h.dcm")
+    seen.add(digest())
+    (root / "b" / "gone.dcm").symlink_to(root / "nowhere")
+    seen.add(digest())
+    assert len(seen) == 5
+    assert digest() in seen
 
 
 # --- read_normalised refuses what it did not index ----------------------------------------------------

@@ -36,6 +36,11 @@ Copies of one SOP Instance UID are compared by a digest of their data set bytes,
 those differ, by pydicom's decoded elements (so implicit, explicit, big endian and gzipped
 copies of one instance are duplicates). The copy with the smallest path is kept; a copy with
 other content is quarantined as ``duplicate_conflict`` and its study listed in ``conflicts``.
+
+A re-scan stats every file. When it finds exactly what the last scan found -- every path,
+size and mtime_ns, every unreadable path, every file a DICOMDIR brings in -- with the same
+parameters and code, it returns the last result, kept in the index, instead of rebuilding
+it from the rows: the same value, in a fraction of the time. Any difference rebuilds it.
 """
 
 from __future__ import annotations
@@ -47,20 +52,27 @@ import io
 import json
 import multiprocessing
 import os
+import pickle
 import re
 import sqlite3
 import stat
 import struct
+import sys
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import chain, compress, count, islice, repeat
+from operator import attrgetter, ne, sub
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, NamedTuple, TypeVar
 
+from pydicom import __version__ as pydicom_version
 from pydicom import dcmread
 from pydicom.charset import convert_encodings
 from pydicom.dataset import FileMetaDataset
@@ -879,22 +891,26 @@ def _read_chunk(paths: list[str]) -> list[Row]:
 # --- full reads: normalisation and digests ---------------------------------------------------
 
 
+class _Unavailable(InputError):
+    """A file that cannot be read now, or is no longer the one indexed: not about its bytes."""
+
+
 def _load(path: str, size: int, mtime_ns: int) -> tuple[_Parsed, bytes]:
     """Parse a whole file again, refusing it if it is not the one that was indexed."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        raise _Unavailable(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     try:
         st = os.fstat(fd)
         if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-            raise InputError(
+            raise _Unavailable(
                 f"{path} changed on disk since it was indexed (size or mtime differ); "
                 "re-run the inventory"
             )
         data = _pread_all(fd, 0, size)
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        raise _Unavailable(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     finally:
         os.close(fd)
     try:
@@ -909,17 +925,20 @@ def _load(path: str, size: int, mtime_ns: int) -> tuple[_Parsed, bytes]:
     return parsed, data
 
 
-def _digest_one(item: tuple[str, int, int]) -> tuple[str, str | None]:
+def _digest_one(item: tuple[str, int, int]) -> tuple[str, str | None, bool]:
+    """(path, digest of its data set or None, whether that answer depends on its bytes only)."""
     path, size, mtime_ns = item
     try:
         parsed, _ = _load(path, size, mtime_ns)
+    except _Unavailable:
+        return path, None, False
     except InputError:
-        return path, None
+        return path, None, True
     assert parsed.dataset is not None
-    return path, hashlib.sha256(parsed.dataset).hexdigest()
+    return path, hashlib.sha256(parsed.dataset).hexdigest(), True
 
 
-def _digest_chunk(items: list[tuple[str, int, int]]) -> list[tuple[str, str | None]]:
+def _digest_chunk(items: list[tuple[str, int, int]]) -> list[tuple[str, str | None, bool]]:
     return [_digest_one(i) for i in items]
 
 
@@ -1098,55 +1117,181 @@ def _matcher(patterns: Sequence[str]) -> Callable[[str], bool] | None:
     return lambda rel: regex.match(rel) is not None
 
 
-@dataclass(slots=True)
+# One folder as the walk saw it: path, digest, then its candidate files' names ('\0'-joined)
+# and their sizes and mtime_ns (int64 bytes, or tuples of ints beyond 64 bits).
+_Listing = tuple[str, bytes, str, "bytes | tuple[int, ...]", "bytes | tuple[int, ...]"]
+
+
 class _Tree:
-    files: dict[str, tuple[int, int]] = field(default_factory=dict)
-    # Paths seen that cannot be read at all (broken links, unlistable folders).
-    problems: list[QuarantineEntry] = field(default_factory=list)
+    """The candidate files under the roots, the paths that cannot be read, and a digest of both.
+
+    The digest covers every folder listed (its path, and the names, sizes and mtimes of its
+    candidate files) and every problem, in an order that depends neither on how the walk was
+    split among processes nor on the order a file system lists a folder in.
+    """
+
+    __slots__ = ("_files", "_listings", "_packed", "digest", "problems")
+
+    def __init__(
+        self,
+        listings: list[_Listing],
+        problems: list[QuarantineEntry],
+        digests: list[tuple[str, bytes]] | None = None,
+        packed: list[bytes] | None = None,
+    ) -> None:
+        """digests: (folder, digest) of each listing, those of listings still packed too."""
+        self._listings = listings
+        # Listings from worker processes, still pickled: a re-scan that returns the last
+        # result never needs them.
+        self._packed = packed or []
+        self._files: dict[str, tuple[int, int]] | None = None
+        self.problems = problems
+        h = hashlib.sha256()
+        for _, digest in sorted(digests if digests is not None else _digests(listings)):
+            h.update(digest)
+        listed = sorted((q.path, q.reason, q.detail) for q in problems)
+        h.update(repr(listed).encode("utf-8", "surrogatepass"))
+        self.digest = h.hexdigest()
+
+    def files(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) of every candidate file (made when first asked for)."""
+        if self._files is None:
+            for blob in self._packed:
+                self._listings.extend(_PlainUnpickler(io.BytesIO(blob)).load())
+            self._packed = []
+            files: dict[str, tuple[int, int]] = {}
+            for folder, _, names, sizes, mtimes in self._listings:
+                if names:
+                    prefix = os.path.join(folder, "")
+                    paths = [prefix + name for name in names.split("\0")]
+                    files.update(
+                        zip(paths, zip(_ints(sizes), _ints(mtimes), strict=True), strict=True)
+                    )
+            self._files = files
+        return self._files
 
 
-def _walk_tree(
-    root: str,
-    include: Callable[[str], bool] | None,
-    exclude: Callable[[str], bool] | None,
-    tree: _Tree,
-    visited: set[tuple[int, int]],
-) -> None:
+def _digests(listings: list[_Listing]) -> list[tuple[str, bytes]]:
+    return [(listing[0], listing[1]) for listing in listings]
+
+
+def _ints(values: bytes | tuple[int, ...]) -> Sequence[int]:
+    return array("q", values) if isinstance(values, bytes) else values
+
+
+def _listing(folder: str, names: list[str], sizes: list[int], mtimes: list[int]) -> _Listing:
+    joined = "\0".join(names)
+    packed_sizes: bytes | tuple[int, ...]
+    packed_mtimes: bytes | tuple[int, ...]
     try:
-        st = os.stat(root)
-    except OSError as exc:
-        tree.problems.append(
-            QuarantineEntry(path=root, reason="unreadable", detail=f"root: {exc.strerror}")
-        )
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        tree.problems.append(
-            QuarantineEntry(path=root, reason="unreadable", detail="root is not a folder")
-        )
-        return
-    if (st.st_dev, st.st_ino) in visited:
-        return
-    visited.add((st.st_dev, st.st_ino))
-    files = tree.files
-    globs = include is not None or exclude is not None
-    is_reg = stat.S_ISREG
-    stack = [(root, "")]
-    while stack:
-        folder, rel_folder = stack.pop()
+        packed_sizes = array("q", sizes).tobytes()
+        packed_mtimes = array("q", mtimes).tobytes()
+        numbers = b"a" + packed_sizes + packed_mtimes
+    except OverflowError:  # beyond 64 bits: from no real file system, but not a crash
+        packed_sizes, packed_mtimes = tuple(sizes), tuple(mtimes)
+        numbers = b"r" + repr((packed_sizes, packed_mtimes)).encode()
+    # Injective: paths and names hold no NUL, and the count says where the numbers start.
+    h = hashlib.sha256(os.fsencode(folder))
+    h.update(b"\0" + len(names).to_bytes(8, "little") + os.fsencode(joined) + b"\0" + numbers)
+    return (folder, h.digest(), joined, packed_sizes, packed_mtimes)
+
+
+_entry_name = attrgetter("name")
+# Listing a folder through its descriptor lets each stat resolve only the name (POSIX).
+_SCANDIR_FD: Final = os.scandir in os.supports_fd
+_DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class _Walker:
+    """Lists folders: the candidate files of each, and the paths that cannot be read.
+
+    Symbolic links to folders are followed once: a link back up the tree (or into a folder
+    already walked) would loop or count files twice. visited holds the (st_dev, st_ino) of
+    every folder met; found those this walker added, revisits how often one was met again.
+    """
+
+    def __init__(
+        self,
+        include: Callable[[str], bool] | None,
+        exclude: Callable[[str], bool] | None,
+        visited: set[tuple[int, int]],
+    ) -> None:
+        self.include = include
+        self.exclude = exclude
+        self.visited = visited
+        self.found: list[tuple[int, int]] = []
+        self.revisits = 0
+        self.listings: list[_Listing] = []
+        self.problems: list[QuarantineEntry] = []
+
+    def root(self, root: str) -> bool:
+        """Whether root is a folder not walked yet (marked walked now)."""
         try:
-            with os.scandir(folder) as it:
-                entries = list(it)
+            st = os.stat(root)
         except OSError as exc:
-            tree.problems.append(
+            self.problems.append(
+                QuarantineEntry(path=root, reason="unreadable", detail=f"root: {exc.strerror}")
+            )
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            self.problems.append(
+                QuarantineEntry(path=root, reason="unreadable", detail="root is not a folder")
+            )
+            return False
+        return self._first_visit((st.st_dev, st.st_ino))
+
+    def _first_visit(self, key: tuple[int, int]) -> bool:
+        if key in self.visited:
+            self.revisits += 1
+            return False
+        self.visited.add(key)
+        self.found.append(key)
+        return True
+
+    def descend(self, folders: list[tuple[str, str]]) -> None:
+        """Walk everything under folders, depth first, in name order."""
+        stack = folders[::-1]
+        while stack:
+            stack.extend(reversed(self.folder(*stack.pop())))
+
+    def folder(self, folder: str, rel_folder: str) -> list[tuple[str, str]]:
+        """List one folder: note its candidate files, return its subfolders (path, rel)."""
+        fd = -1
+        try:
+            if _SCANDIR_FD:
+                fd = os.open(folder, _DIR_FLAGS)
+            try:
+                with os.scandir(fd if fd >= 0 else folder) as it:
+                    entries = sorted(it, key=_entry_name)
+                return self._entries(folder, rel_folder, entries)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        except OSError as exc:
+            self.problems.append(
                 QuarantineEntry(
                     path=folder,
                     reason="unreadable",
                     detail=f"folder cannot be listed: {exc.strerror}",
                 )
             )
-            continue
+            return []
+
+    def _entries(
+        self, folder: str, rel_folder: str, entries: list[os.DirEntry[str]]
+    ) -> list[tuple[str, str]]:
+        include = self.include
+        exclude = self.exclude
+        globs = include is not None or exclude is not None
+        is_reg = stat.S_ISREG
+        prefix = os.path.join(folder, "")
+        subfolders: list[tuple[str, str]] = []
+        names: list[str] = []
+        sizes: list[int] = []
+        mtimes: list[int] = []
         # Per-file work is kept minimal: a re-scan of an unchanged tree is mostly this loop.
         for entry in entries:
+            name = entry.name
             try:
                 is_dir = entry.is_dir()
             except OSError:
@@ -1156,15 +1301,11 @@ def _walk_tree(
                     dst = entry.stat()
                 except OSError:
                     continue
-                # Symlinked folders are followed once: a link back up the tree (or into a
-                # folder already walked) would loop or count files twice.
-                key = (dst.st_dev, dst.st_ino)
-                if key not in visited:
-                    visited.add(key)
-                    stack.append((entry.path, rel_folder + entry.name + "/"))
+                if self._first_visit((dst.st_dev, dst.st_ino)):
+                    subfolders.append((prefix + name, rel_folder + name + "/"))
                 continue
             if globs:
-                rel = rel_folder + entry.name
+                rel = rel_folder + name
                 if include is not None and not include(rel):
                     continue
                 if exclude is not None and exclude(rel):
@@ -1173,12 +1314,130 @@ def _walk_tree(
                 fst = entry.stat()
             except OSError as exc:
                 detail = "broken symbolic link" if entry.is_symlink() else str(exc.strerror)
-                tree.problems.append(
-                    QuarantineEntry(path=entry.path, reason="unreadable", detail=detail)
+                self.problems.append(
+                    QuarantineEntry(path=prefix + name, reason="unreadable", detail=detail)
                 )
                 continue
             if is_reg(fst.st_mode):
-                files[entry.path] = (fst.st_size, fst.st_mtime_ns)
+                names.append(name)
+                sizes.append(fst.st_size)
+                mtimes.append(fst.st_mtime_ns)
+        self.listings.append(_listing(folder, names, sizes, mtimes))
+        return subfolders
+
+
+def _walk_roots(
+    roots: list[str],
+    include: Callable[[str], bool] | None,
+    exclude: Callable[[str], bool] | None,
+) -> _Tree:
+    """Every candidate file under roots, walked in order in this process."""
+    walker = _Walker(include, exclude, set())
+    for root in roots:
+        if walker.root(root):
+            walker.descend([(root, "")])
+    return _Tree(walker.listings, walker.problems)
+
+
+class _Part(NamedTuple):
+    """What a walk task found: its listings pickled, for this process to unpickle if needed."""
+
+    digests: list[tuple[str, bytes]]
+    listings: bytes
+    problems: list[QuarantineEntry]
+    found: list[tuple[int, int]]
+    revisits: int
+
+
+def _walk_part(
+    folders: list[tuple[str, str]],
+    include: list[str],
+    exclude: list[str],
+    visited: frozenset[tuple[int, int]],
+) -> _Part:
+    """A walk task (plain arguments, plain result): everything under folders."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        walker = _Walker(_matcher(include), _matcher(exclude) if exclude else None, set(visited))
+        walker.descend(folders)
+        listings = pickle.dumps(walker.listings, protocol=pickle.HIGHEST_PROTOCOL)
+        digests = _digests(walker.listings)
+        return _Part(digests, listings, walker.problems, walker.found, walker.revisits)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+# A walk is split among the workers once this many folders are left to list...
+_SPLIT_FOLDERS: Final = 64
+# ...found by listing, level by level, at most this many here (a narrow tree is walked here).
+_MAIN_FOLDERS: Final = 256
+# Several tasks per worker, so that this process can take back those not started yet.
+_WALK_TASKS: Final = 16
+
+_T = TypeVar("_T")
+
+
+def _walk(
+    roots: list[str],
+    include: Sequence[str],
+    exclude: Sequence[str],
+    pool: _Pool,
+    meanwhile: Callable[[], _T],
+) -> tuple[_Tree, _T]:
+    """Walk the roots, in worker processes when the tree is large; meanwhile() runs alongside.
+
+    This process lists the first levels of the tree until enough folders are left to share,
+    hands them out as tasks, runs meanwhile(), then walks the tasks no worker has started.
+    Folders met twice (links, nested roots) make which path lists them depend on the order of
+    the walk: then the tree is walked again here, in order, as with a single process.
+    """
+    include_m = _matcher(include)
+    exclude_m = _matcher(exclude) if exclude else None
+    if pool.workers <= 1:
+        return _walk_roots(roots, include_m, exclude_m), meanwhile()
+    main = _Walker(include_m, exclude_m, set())
+    level = [(root, "") for root in roots if main.root(root)]
+    listed = 0
+    while level and len(level) < _SPLIT_FOLDERS and listed + len(level) <= _MAIN_FOLDERS:
+        listed += len(level)
+        level = [sub for folder in level for sub in main.folder(*folder)]
+    tasks: list[list[tuple[str, str]]] = []
+    futures: list[Future[_Part]] = []
+    visited = frozenset(main.visited)
+    if len(level) >= 2:
+        n = min(_WALK_TASKS, len(level))
+        tasks = [level[i::n] for i in range(n)]
+        futures = [pool.submit_walk(task, include, exclude, visited) for task in tasks]
+    else:
+        main.descend(level)
+    extra = meanwhile()
+    stolen: dict[int, _Part] = {}
+    for i in reversed(range(len(tasks))):
+        if futures[i].cancel():
+            stolen[i] = _walk_part(tasks[i], list(include), list(exclude), visited)
+    parts = [stolen[i] if i in stolen else f.result() for i, f in enumerate(futures)]
+    found = set(main.found)
+    count = len(main.found)
+    revisits = main.revisits
+    for part in parts:
+        found.update(part.found)
+        count += len(part.found)
+        revisits += part.revisits
+    if revisits or len(found) != count:
+        return _walk_roots(roots, include_m, exclude_m), extra
+    digests = _digests(main.listings) + [d for part in parts for d in part.digests]
+    problems = main.problems + [q for part in parts for q in part.problems]
+    packed = [part.listings for part in parts]
+    return _Tree(main.listings, problems, digests, packed), extra
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles builtin containers, strings and numbers only: never imports or calls."""
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name} is not expected here")
 
 
 # --- DICOMDIR ---------------------------------------------------------------------------------
@@ -1239,10 +1498,96 @@ class _Resolver:
         return folder if os.path.isfile(folder) else None
 
 
+class _Follower:
+    """Brings in the files DICOMDIRs reference, and remembers what it found in a digest.
+
+    A later scan that follows the same references to the same (path, size, mtime_ns) and
+    misses the same ones gets the same digest.
+    """
+
+    def __init__(self, exclude: Callable[[str], bool] | None) -> None:
+        self.exclude = exclude
+        self.resolver = _Resolver()
+        self.missing: set[str] = set()
+        self.problems: list[QuarantineEntry] = []
+        self.log: list[tuple[str, int, int]] = []
+
+    def follow(
+        self,
+        dicomdir: str,
+        refs: list[str],
+        seen: Callable[[str], bool],
+        pending: dict[str, tuple[int, int]],
+    ) -> None:
+        """Add the files dicomdir references, unless seen or already pending, to pending."""
+        base = os.path.dirname(dicomdir)
+        for ref in refs:
+            target = self.resolver.resolve(base, ref)
+            if target is None:
+                expected = os.path.join(base, *ref.split("/"))
+                if expected not in self.missing:
+                    self.missing.add(expected)
+                    self.problems.append(
+                        QuarantineEntry(
+                            path=expected,
+                            reason="unreadable",
+                            detail=f"listed in DICOMDIR {dicomdir} but not found",
+                        )
+                    )
+                continue
+            if seen(target) or target in pending:
+                continue
+            if self.exclude is not None and self.exclude(os.path.relpath(target, base)):
+                continue
+            try:
+                st = os.stat(target)
+            except OSError:
+                continue
+            pending[target] = (st.st_size, st.st_mtime_ns)
+            self.log.append((target, st.st_size, st.st_mtime_ns))
+
+    def digest(self) -> str:
+        found = (self.log, [(q.path, q.detail) for q in self.problems])
+        return hashlib.sha256(repr(found).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _replay(
+    dicomdirs: dict[str, list[str]], tree: _Tree, exclude: Callable[[str], bool] | None
+) -> str:
+    """The follower digest of following, on today's tree, the DICOMDIRs the last scan read.
+
+    Valid when the walk found the same files as then: the DICOMDIRs are those same files.
+    Follows them in the order _scan does, so an unchanged tree gives the digest _scan gave.
+    """
+    follower = _Follower(exclude)
+    if not dicomdirs:
+        return follower.digest()
+    files = tree.files()
+    followed: dict[str, tuple[int, int]] = {}
+
+    def seen(path: str) -> bool:
+        return path in files or path in followed
+
+    pending = files
+    while pending:
+        new: dict[str, tuple[int, int]] = {}
+        for path in sorted(p for p in dicomdirs if p in pending):
+            follower.follow(path, dicomdirs[path], seen, new)
+        followed.update(new)
+        pending = new
+    return follower.digest()
+
+
 # --- index ------------------------------------------------------------------------------------
 
 # Bump when parsing changes what a row means: older indexes are then read afresh.
 _INDEX_VERSION: Final = 4
+# Any change to the files table drops the cached result (scan_cache): whatever makes it (an
+# older pacsmig, a hand edit), the result is never reused for other rows. scan's own writes
+# replace the cached result themselves, so they leave the triggers out while they run.
+_CACHE_TRIGGERS: Final = tuple(
+    (f"scan_cache_after_{event.lower()}", event) for event in ("INSERT", "UPDATE", "DELETE")
+)
 
 
 def _open_index(index_path: Path) -> sqlite3.Connection:
@@ -1254,15 +1599,285 @@ def _open_index(index_path: Path) -> sqlite3.Connection:
         version = con.execute("PRAGMA user_version").fetchone()[0]
         if version != _INDEX_VERSION:
             con.execute("DROP TABLE IF EXISTS files")
+            con.execute("DROP TABLE IF EXISTS scan_cache")
             con.execute(f"PRAGMA user_version={_INDEX_VERSION}")
         con.execute(
             "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
             "mtime_ns INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL, digest TEXT) "
             "WITHOUT ROWID"
         )
+        # The last scan's result, for a scan that finds the very same files with the same
+        # parameters: key names parameters and code, walk the _Tree digest.
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS scan_cache (id INTEGER PRIMARY KEY CHECK (id = 0), "
+            "key TEXT NOT NULL, walk TEXT NOT NULL, result BLOB NOT NULL)"
+        )
+        _create_triggers(con)
     except sqlite3.DatabaseError as exc:
         raise InputError(f"inventory index {index_path} is unusable: {exc}") from None
     return con
+
+
+def _create_triggers(con: sqlite3.Connection) -> None:
+    # Names and events come from the module constant _CACHE_TRIGGERS, never from input.
+    for name, event in _CACHE_TRIGGERS:
+        sql = f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON files BEGIN DELETE FROM scan_cache; END"  # noqa: E501  # nosec B608
+        con.execute(sql)
+
+
+def _load_rows(con: sqlite3.Connection) -> dict[str, Row]:
+    return {r[0]: r for r in con.execute("SELECT * FROM files")}
+
+
+def _store(
+    con: sqlite3.Connection,
+    stale: list[tuple[str]],
+    fresh: list[Row],
+    cache: tuple[str, str, bytes] | None,
+) -> None:
+    """Apply a scan's changes to the index and replace the cached result, in one transaction."""
+    con.execute("BEGIN")
+    try:
+        if stale or fresh:
+            for name, _ in _CACHE_TRIGGERS:
+                con.execute(f"DROP TRIGGER IF EXISTS {name}")
+            con.executemany("DELETE FROM files WHERE path = ?", stale)
+            con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", fresh)
+            _create_triggers(con)
+        con.execute("DELETE FROM scan_cache")
+        if cache is not None:
+            con.execute("INSERT INTO scan_cache VALUES (0, ?, ?, ?)", cache)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+# --- the cached result ------------------------------------------------------------------------
+
+# Bump when the layout _pack writes changes.
+_CACHE_FORMAT: Final = 1
+_STUDY_FIELDS: Final = tuple(name for name in StudyRecord.__slots__ if name != "series")
+# Values unique to each file: not worth looking up to share.
+_UNIQUE_FIELDS: Final = frozenset({"path", "size", "mtime_ns", "sop_uid"})
+
+
+@lru_cache(maxsize=1)
+def _code_stamp() -> str:
+    """A digest of this module's source: a result made by other code is never reused."""
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _cache_key(roots: list[str], include: Sequence[str], exclude: Sequence[str]) -> str:
+    """What a result depends on besides the files: parameters, code and record layouts.
+
+    pydicom too: a rebuild asks it again to compare conflicting copies (and new DICOMDIRs).
+    """
+    layouts = [
+        FileInstance.__slots__,
+        QuarantineEntry.__slots__,
+        StudyRecord.__slots__,
+        SeriesRecord.__slots__,
+    ]
+    text = json.dumps(
+        [
+            _CACHE_FORMAT,
+            __version__,
+            _INDEX_VERSION,
+            _code_stamp(),
+            pydicom_version,
+            sys.version,
+            layouts,
+            roots,
+            list(include),
+            list(exclude),
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    """The last scan's result, and what it was made from."""
+
+    walk: str  # _Tree.digest
+    follow: str  # _Follower.digest
+    dicomdirs: dict[str, list[str]]  # DICOMDIR path -> the references it holds
+    result: ScanResult
+
+
+def _load_cache(con: sqlite3.Connection, key: str) -> _Cached | None:
+    # One read transaction: the digest and the result come from the same committed scan.
+    con.execute("BEGIN")
+    try:
+        found = con.execute(
+            "SELECT walk FROM scan_cache WHERE id = 0 AND key = ?", (key,)
+        ).fetchone()
+        if found is None:
+            return None
+        try:
+            with con.blobopen("scan_cache", "result", 0, readonly=True) as blob:
+                follow, dicomdirs, result = _unpack(_BlobFile(blob))
+        except Exception:
+            # Damaged: the scan does without it (and replaces it).
+            return None
+    finally:
+        con.execute("COMMIT")
+    return _Cached(walk=found[0], follow=follow, dicomdirs=dicomdirs, result=result)
+
+
+class _BlobFile:
+    """An SQLite blob as the file an Unpickler reads: frame by frame, never copied whole."""
+
+    def __init__(self, blob: sqlite3.Blob) -> None:
+        self._blob = blob
+
+    def read(self, n: int = -1) -> bytes:
+        return self._blob.read(n)
+
+    def readline(self) -> bytes:
+        # Only protocol 0 text opcodes read lines; _pack never writes those.
+        raise pickle.UnpicklingError("unexpected text opcode in the cached result")
+
+
+def _columns(objs: Sequence[object], names: Sequence[str], shared: dict[Any, Any]) -> list[Any]:
+    """objs taken apart into one encoded column per attribute (see _encode)."""
+    return [_encode(list(map(attrgetter(name), objs)), name, shared) for name in names]
+
+
+def _encode(column: list[Any], name: str, shared: dict[Any, Any]) -> tuple[Any, ...]:
+    """A column in the shortest of three forms, all made and read back in C loops.
+
+    ("i", int64 bytes) for integers; ("r", values, int64 run lengths) when equal values come in
+    runs (study- and series-level fields: records come grouped by study and series); else
+    ("l", values), equal values made one object, which pickle then writes once.
+    """
+    n = len(column)
+    if n and type(column[0]) is int and set(map(type, column)) == {int}:
+        try:
+            return ("i", array("q", column).tobytes())
+        except OverflowError:
+            pass
+    if name in _UNIQUE_FIELDS:
+        return ("l", column)
+    starts = [0, *compress(count(1), map(ne, islice(column, 1, None), column))]
+    if 2 * len(starts) <= n:
+        values = [shared.setdefault(v, v) for v in map(column.__getitem__, starts)]
+        lengths = list(map(sub, [*starts[1:], n], starts))
+        return ("r", values, array("q", lengths).tobytes())
+    return ("l", list(map(shared.setdefault, column, column)))
+
+
+def _decode(encoded: tuple[Any, ...], n: int) -> Iterable[Any]:
+    """The n values of an _encode column, as an iterable (runs are never expanded to a list)."""
+    kind = encoded[0]
+    if kind == "r":
+        values, lengths = encoded[1], array("q", encoded[2])
+        if len(values) != len(lengths) or sum(lengths) != n or (lengths and min(lengths) < 0):
+            raise ValueError("cached result is damaged")
+        return chain.from_iterable(map(repeat, values, lengths))
+    column: Sequence[Any] = array("q", encoded[1]) if kind == "i" else encoded[1]
+    if kind not in ("i", "l") or len(column) != n:
+        raise ValueError("cached result is damaged")
+    return column
+
+
+def _rebuild(cls: type[_T], names: Sequence[str], n: int, columns: list[Any]) -> list[_T]:
+    """The n objects _columns took apart, made without __init__ (see _instance), in C loops."""
+    if len(columns) != len(names):
+        raise ValueError("cached result does not match the record layout")
+    objs = list(map(_new, repeat(cls, n)))
+    for name, column in zip(names, columns, strict=True):
+        deque(map(getattr(cls, name).__set__, objs, _decode(column, n)), maxlen=0)
+    return objs
+
+
+def _split(items: list[_T], counts: list[int]) -> list[list[_T]]:
+    out: list[list[_T]] = []
+    at = 0
+    for n in counts:
+        out.append(items[at : at + n])
+        at += n
+    if at != len(items):
+        raise ValueError("cached result is damaged")
+    return out
+
+
+def _pack(result: ScanResult, follow: str, dicomdirs: dict[str, list[str]]) -> bytes:
+    """result (files_read aside) as builtin values only, laid out to be rebuilt quickly.
+
+    Records become one column per field: unpickling and refilling 100,000 FileInstances that
+    way takes a fraction of what pickling the objects themselves (or parsing rows) costs.
+    """
+    shared: dict[Any, Any] = {}
+    series = [s for study in result.studies for s in study.series]
+    instances = [inst for files in result.instances.values() for inst in files]
+    payload = (
+        _CACHE_FORMAT,
+        follow,
+        dicomdirs,
+        [len(study.series) for study in result.studies],
+        _columns(result.studies, _STUDY_FIELDS, shared),
+        _columns(series, SeriesRecord.__slots__, shared),
+        list(result.instances),
+        [len(files) for files in result.instances.values()],
+        _columns(instances, FileInstance.__slots__, shared),
+        len(result.quarantine),
+        _columns(result.quarantine, QuarantineEntry.__slots__, shared),
+        result.duplicates,
+        result.conflicts,
+        result.files_seen,
+        result.dicomdirs,
+    )
+    return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(file: _BlobFile | io.BytesIO) -> tuple[str, dict[str, list[str]], ScanResult]:
+    (
+        layout,
+        follow,
+        dicomdirs,
+        series_counts,
+        study_columns,
+        series_columns,
+        study_uids,
+        instance_counts,
+        instance_columns,
+        quarantined,
+        quarantine_columns,
+        duplicates,
+        conflicts,
+        files_seen,
+        dicomdir_paths,
+    ) = _PlainUnpickler(file).load()
+    if layout != _CACHE_FORMAT:
+        raise ValueError("cached result has another layout")
+    series = _rebuild(SeriesRecord, SeriesRecord.__slots__, sum(series_counts), series_columns)
+    studies = _rebuild(StudyRecord, _STUDY_FIELDS, len(series_counts), study_columns)
+    set_series = vars(StudyRecord)["series"].__set__
+    for study, members in zip(studies, _split(series, series_counts), strict=True):
+        set_series(study, tuple(members))
+    instances = _rebuild(
+        FileInstance, FileInstance.__slots__, sum(instance_counts), instance_columns
+    )
+    by_study = dict(zip(study_uids, _split(instances, instance_counts), strict=True))
+    quarantine = _rebuild(
+        QuarantineEntry, QuarantineEntry.__slots__, quarantined, quarantine_columns
+    )
+    result = ScanResult(
+        studies=studies,
+        instances=by_study,
+        quarantine=quarantine,
+        duplicates=duplicates,
+        conflicts=conflicts,
+        files_seen=files_seen,
+        files_read=0,
+        dicomdirs=dicomdir_paths,
+    )
+    return follow, dicomdirs, result
 
 
 # --- scan -------------------------------------------------------------------------------------
@@ -1294,11 +1909,15 @@ class _Pool:
             yield rows
 
     def submit_walk(
-        self, roots: list[str], include: Sequence[str], exclude: Sequence[str]
-    ) -> Future[_Tree]:
-        return self._pool().submit(_walk_roots, roots, list(include), list(exclude))
+        self,
+        folders: list[tuple[str, str]],
+        include: Sequence[str],
+        exclude: Sequence[str],
+        visited: frozenset[tuple[int, int]],
+    ) -> Future[_Part]:
+        return self._pool().submit(_walk_part, folders, list(include), list(exclude), visited)
 
-    def digests(self, items: list[tuple[str, int, int]]) -> list[tuple[str, str | None]]:
+    def digests(self, items: list[tuple[str, int, int]]) -> list[tuple[str, str | None, bool]]:
         if self.workers <= 1 or len(items) < 16:
             return _digest_chunk(items)
         size = max(4, min(64, len(items) // (self.workers * 4) or 1))
@@ -1348,6 +1967,10 @@ def scan(
     would skip them; exclude still applies. The index mirrors the last scan: rows of files no
     longer seen are dropped. workers defaults to the CPU count; progress(done, total) is
     called as files are read.
+
+    The index also keeps the last result. A scan that finds exactly the files the last one
+    did (every path, size and mtime_ns, and every problem, with the same parameters and code)
+    returns it instead of rebuilding it from the rows: the same value, built faster.
     """
     abs_roots = [os.path.abspath(r) for r in roots]
     # Hundreds of thousands of long-lived rows and records: generational collection passes
@@ -1358,21 +1981,38 @@ def scan(
     try:
         con = _open_index(index_path)
         try:
-            indexed = con.execute("SELECT count(*) FROM files").fetchone()[0]
-            walking = None
-            if pool.workers > 1 and indexed >= _OVERLAP_MIN:
-                # A re-scan: most files will be unchanged, so while a worker walks the tree
-                # this process turns the index rows into the records the result is made of.
-                walking = pool.submit_walk(abs_roots, include, exclude)
-            known: dict[str, Row] = {r[0]: r for r in con.execute("SELECT * FROM files")}
-            built: dict[str, FileInstance] = {}
-            if walking is not None:
+            key = _cache_key(abs_roots, include, exclude)
+
+            def meanwhile() -> _Loaded:
+                # While workers walk: the last result if it was made with these parameters,
+                # else the index rows and the records they make.
+                cached = _load_cache(con, key)
+                if cached is not None:
+                    return _Loaded(cached, None, {})
+                known = _load_rows(con)
                 built = {p: _instance(r) for p, r in known.items() if r[3] == _K_INSTANCE}
-                tree = walking.result()
-            else:
-                tree = _walk_roots(abs_roots, include, exclude)
+                return _Loaded(None, known, built)
+
+            tree, loaded = _walk(abs_roots, include, exclude, pool, meanwhile)
             exclude_m = _matcher(exclude) if exclude else None
-            return _scan(tree, con, known, built, pool, exclude_m, progress)
+            cached = loaded.cached
+            built = loaded.built
+            if cached is not None:
+                if cached.walk == tree.digest and cached.follow == _replay(
+                    cached.dicomdirs, tree, exclude_m
+                ):
+                    return cached.result
+                built = {i.path: i for files in cached.result.instances.values() for i in files}
+            known = loaded.known if loaded.known is not None else _load_rows(con)
+            outcome = _scan(tree, known, built, pool, exclude_m, progress)
+            cache = None
+            if outcome.follow is not None:
+                packed = _pack(outcome.result, outcome.follow, outcome.dicomdirs)
+                # Beyond what SQLite stores in one value (1 GB by default): not kept.
+                if len(packed) < con.getlimit(sqlite3.SQLITE_LIMIT_LENGTH):
+                    cache = (key, tree.digest, packed)
+            _store(con, outcome.stale, outcome.fresh, cache)
+            return outcome.result
         finally:
             con.close()
     finally:
@@ -1381,38 +2021,40 @@ def scan(
             gc.enable()
 
 
-# Below this many indexed files, walking in this process is quicker than handing it over.
-_OVERLAP_MIN: Final = 4096
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    cached: _Cached | None
+    known: dict[str, Row] | None
+    built: dict[str, FileInstance]
 
 
-def _walk_roots(roots: list[str], include: Sequence[str], exclude: Sequence[str]) -> _Tree:
-    """Every candidate file under roots (a worker task: plain arguments, plain result)."""
-    include_m = _matcher(include)
-    exclude_m = _matcher(exclude) if exclude else None
-    tree = _Tree()
-    visited: set[tuple[int, int]] = set()
-    for root in roots:
-        _walk_tree(root, include_m, exclude_m, tree, visited)
-    return tree
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    result: ScanResult
+    fresh: list[Row]
+    stale: list[tuple[str]]
+    # The follower digest, None when the result must not be reused: a file changed while it
+    # was read, or could not be read for a digest or comparison (which may work next time).
+    follow: str | None
+    dicomdirs: dict[str, list[str]]
 
 
 def _scan(
     tree: _Tree,
-    con: sqlite3.Connection,
     known: dict[str, Row],
     built: dict[str, FileInstance],
     pool: _Pool,
     exclude: Callable[[str], bool] | None,
     progress: Progress | None,
-) -> ScanResult:
+) -> _Outcome:
     rows: dict[str, Row] = {}
     fresh: list[Row] = []
-    problems = list(tree.problems)
     counter = _Counter(progress)
-    followed: set[str] = set()
-    missing: set[str] = set()
-    resolver = _Resolver()
-    pending = tree.files
+    follower = _Follower(exclude)
+    dicomdirs: dict[str, list[str]] = {}
+    # Whether every row holds the size and mtime_ns the walk saw (what the digests cover).
+    steady = True
+    pending = tree.files()
     while pending:
         todo: list[str] = []
         for path, key in pending.items():
@@ -1426,10 +2068,11 @@ def _scan(
             for row in chunk_rows:
                 rows[row[0]] = row
                 fresh.append(row)
+                if (row[1], row[2]) != pending[row[0]]:
+                    steady = False
         # DICOMDIRs name their files: read those even where the include globs would not.
-        pending = {}
-        for path in sorted(p for p, r in rows.items() if r[3] == _K_DICOMDIR and p not in followed):
-            followed.add(path)
+        new: dict[str, tuple[int, int]] = {}
+        for path in sorted(p for p in pending if rows[p][3] == _K_DICOMDIR):
             row = rows[path]
             if not row[4]:
                 try:
@@ -1443,31 +2086,9 @@ def _scan(
                 row = (path, row[1], row[2], _K_DICOMDIR, json.dumps(refs), None)
                 rows[path] = row
                 fresh.append(row)
-            base = os.path.dirname(path)
-            for ref in json.loads(row[4]):
-                target = resolver.resolve(base, ref)
-                if target is None:
-                    expected = os.path.join(base, *ref.split("/"))
-                    if expected in missing:
-                        continue
-                    missing.add(expected)
-                    problems.append(
-                        QuarantineEntry(
-                            path=expected,
-                            reason="unreadable",
-                            detail=f"listed in DICOMDIR {path} but not found",
-                        )
-                    )
-                    continue
-                if target in rows or target in pending:
-                    continue
-                if exclude is not None and exclude(os.path.relpath(target, base)):
-                    continue
-                try:
-                    st = os.stat(target)
-                except OSError:
-                    continue
-                pending[target] = (st.st_size, st.st_mtime_ns)
+            dicomdirs[path] = json.loads(row[4])
+            follower.follow(path, dicomdirs[path], rows.__contains__, new)
+        pending = new
 
     # Byte identity needs full reads: only for SOP UIDs found in more than one file.
     by_sop: dict[str, list[str]] = {}
@@ -1481,23 +2102,19 @@ def _scan(
         for p in paths
         if rows[p][5] is None
     ]
-    for path, digest in pool.digests(need):
-        if digest is not None:
-            row = (*rows[path][:5], digest)
-            rows[path] = row
-            fresh.append(row)
+    for path, digest, settled in pool.digests(need):
+        steady = steady and settled
+        if digest is None:
+            continue
+        row = (*rows[path][:5], digest)
+        rows[path] = row
+        fresh.append(row)
 
     stale = [(p,) for p in known if p not in rows]
-    if stale or fresh:
-        con.execute("BEGIN")
-        try:
-            con.executemany("DELETE FROM files WHERE path = ?", stale)
-            con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", fresh)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    return _assemble(rows, by_sop, problems, counter.done, built)
+    problems = tree.problems + follower.problems
+    result, certain = _assemble(rows, by_sop, problems, counter.done, built)
+    follow = follower.digest() if steady and certain else None
+    return _Outcome(result, fresh, stale, follow, dicomdirs)
 
 
 class _Counter:
@@ -1580,10 +2197,11 @@ _s_series_description = _SLOT_SETTERS["series_description"]
 _s_instance_number = _SLOT_SETTERS["instance_number"]
 
 
-def _same_content(a: FileInstance, b: FileInstance) -> bool:
+def _same_content(a: FileInstance, b: FileInstance) -> bool | None:
     """Whether two files hold the same data elements, whatever their encoding.
 
     Group lengths and trailing padding say nothing about the content, so they are ignored.
+    None when a file cannot be read now (or changed): not the same now, maybe next time.
     """
     try:
         with warnings.catch_warnings():
@@ -1594,6 +2212,8 @@ def _same_content(a: FileInstance, b: FileInstance) -> bool:
                 for tag in [e.tag for e in ds if e.tag.element == 0 or e.tag == 0xFFFCFFFC]:
                     del ds[tag]
             return bool(da == db)
+    except _Unavailable:
+        return None
     except Exception:
         # Unreadable by pydicom: not provably the same, so the study is held.
         return False
@@ -1605,7 +2225,9 @@ def _assemble(
     problems: list[QuarantineEntry],
     files_read: int,
     built: dict[str, FileInstance],
-) -> ScanResult:
+) -> tuple[ScanResult, bool]:
+    """The result, and whether it holds for as long as the files do not change."""
+
     def instance(path: str) -> FileInstance:
         row = rows[path]
         inst = built.get(path)
@@ -1620,6 +2242,7 @@ def _assemble(
     kept: list[FileInstance] = []
     # Patient IDs of the copies not kept; the kept files' own are added per study below.
     copy_pids: dict[str, set[str]] = {}
+    certain = True
     for sop, paths in by_sop.items():
         if len(paths) == 1:
             # The common case, inlined: one call per file costs a tenth of a re-scan.
@@ -1637,7 +2260,13 @@ def _assemble(
             other = instance(other_path)
             copy_pids.setdefault(other.study_uid, set()).add(other.patient_id)
             d1, d2 = rows[first.path][5], rows[other_path][5]
-            if (d1 is not None and d1 == d2) or _same_content(first, other):
+            if d1 is not None and d1 == d2:
+                duplicates.append((sop, first.path, other_path))
+                continue
+            same = _same_content(first, other)
+            if same is None:
+                certain = False
+            elif same:
                 duplicates.append((sop, first.path, other_path))
                 continue
             text = (
@@ -1674,7 +2303,7 @@ def _assemble(
     duplicates.sort()
     for texts in conflicts.values():
         texts.sort()
-    return ScanResult(
+    result = ScanResult(
         studies=studies,
         instances=instances,
         quarantine=quarantine,
@@ -1684,6 +2313,7 @@ def _assemble(
         files_read=files_read,
         dicomdirs=sorted(dicomdirs),
     )
+    return result, certain
 
 
 def _path_of(inst: FileInstance) -> str:
