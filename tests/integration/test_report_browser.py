@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
 from pacsmig.testing.corpus import generate_corpus
+from tests.browser import CHROMIUM, chromium
 from tests.integration.conftest import Site, run_cli
-
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp / f"profile{len(list(tmp.glob('profile*')))}"
-    profile.mkdir()
-    return subprocess.run(
-        [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 class _Rows(HTMLParser):
@@ -52,7 +27,7 @@ class _Rows(HTMLParser):
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
-def test_report_renders_and_filters_in_chromium(site: Site) -> None:
+def test_report_renders_and_filters_inchromium(site: Site) -> None:
     for f in generate_corpus(site.work / "gen", studies=4, per_series=2):
         site.source.upload(f)
     plan = site.work / "plan.json"
@@ -65,10 +40,10 @@ def test_report_renders_and_filters_in_chromium(site: Site) -> None:
     run_cli("report", plan, "-o", report, check=0)
 
     shot = site.work / "report.png"
-    proc = _chromium(site.work, f"--screenshot={shot}", "--window-size=1300,1600", report.as_uri())
+    proc = chromium(site.work, f"--screenshot={shot}", "--window-size=1300,1600", report.as_uri())
     assert shot.exists() and shot.stat().st_size > 20_000, proc.stderr[-1000:]
 
-    dom = _chromium(site.work, "--dump-dom", report.as_uri() + "#status=missing").stdout
+    dom = chromium(site.work, "--dump-dom", report.as_uri() + "#status=missing").stdout
     rows = _Rows()
     rows.feed(dom)
     assert len(rows.rows) == 4
@@ -77,5 +52,5 @@ def test_report_renders_and_filters_in_chromium(site: Site) -> None:
     assert "1 shown" in dom and victim in dom
 
     unfiltered = _Rows()
-    unfiltered.feed(_chromium(site.work, "--dump-dom", report.as_uri()).stdout)
+    unfiltered.feed(chromium(site.work, "--dump-dom", report.as_uri()).stdout)
     assert [hidden for _, hidden in unfiltered.rows] == [False] * 4

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from pacsmig.report.review import render_review, review_context
+from tests.browser import CHROMIUM, chromium
 from tests.unit.test_review import FP, sample_plan
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
@@ -24,28 +22,8 @@ def test_review_page_screenshot(tmp_path: Path) -> None:
     page = tmp_path / "review.html"
     page.write_text(render_review(ctx), encoding="utf-8")
     shot = tmp_path / "review.png"
-    profile = tmp_path / "profile"
-    profile.mkdir()
-    proc = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            f"--screenshot={shot}",
-            "--window-size=1300,1800",
-            page.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    proc = chromium(
+        tmp_path, f"--screenshot={shot}", "--window-size=1300,1800", page.resolve().as_uri()
     )
     assert shot.exists(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
     data = shot.read_bytes()
