@@ -170,7 +170,10 @@ def build_plan(
     rec = reconciled or {}
     holds = source_holds or {}
     actions = [
-        _source_hold(build_action(s, holdings.get(s.study_uid), rec.get(s.study_uid)), holds)
+        with_route(
+            spec,
+            _source_hold(build_action(s, holdings.get(s.study_uid), rec.get(s.study_uid)), holds),
+        )
         for s in studies
     ]
     # Deterministic order: holds first (a person must look at them), then by study date, UID.
@@ -182,6 +185,33 @@ def build_plan(
         quarantine=tuple(sorted(quarantine, key=lambda q: q.path)),
         duplicates=tuple(sorted(duplicates, key=lambda d: (d.sop_uid, d.other))),
     )
+
+
+def planned_transcode(spec: Spec) -> str:
+    """The conversion the destination settings ask of every relayed instance, if any."""
+    dst = spec.destination
+    if dst.lossy is not None:
+        quality = f";quality={dst.lossy.quality}" if dst.lossy.quality else ""
+        return f"lossy:{dst.lossy.syntax}{quality}"
+    if dst.syntaxes:
+        return "prefer:" + ",".join(dst.syntaxes)
+    return ""
+
+
+def with_route(spec: Spec, action: StudyAction) -> StudyAction:
+    """Choose how a migrated study travels (issue: direct only when nothing must change)."""
+    if action.action != "migrate":
+        return action
+    transcode = planned_transcode(spec)
+    dst = spec.destination
+    direct = (
+        not isinstance(spec.source, FilesystemSource)
+        and dst.move_ae is not None
+        and dst.route != "relay"
+        and not action.corrections
+        and not transcode
+    )
+    return dataclasses.replace(action, route="direct" if direct else "relay", transcode=transcode)
 
 
 def _source_hold(action: StudyAction, holds: Mapping[str, str]) -> StudyAction:

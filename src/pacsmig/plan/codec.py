@@ -87,6 +87,9 @@ def action_to_dict(a: StudyAction) -> dict[str, Any]:
         d["detail"] = a.detail
     if a.match is not None:
         d["match"] = a.match
+    for key in ("route", "transcode", "priority"):
+        if getattr(a, key):
+            d[key] = getattr(a, key)
     return d
 
 
@@ -121,6 +124,9 @@ def action_from_dict(d: dict[str, Any]) -> StudyAction:
             for c in d["corrections"]
         ),
         match=d.get("match"),
+        route=d.get("route", ""),
+        transcode=d.get("transcode", ""),
+        priority=d.get("priority", ""),
     )
 
 

@@ -69,6 +69,14 @@ class StudyAction:
     detail: str = ""
     corrections: tuple[Correction, ...] = ()
     match: dict[str, Any] | None = None
+    # How a migrated study travels: "direct" (C-MOVE from the source straight to the
+    # destination) or "relay" (through pacsmig); "" for studies that do not move.
+    route: str = ""
+    # A planned conversion of the pixel data, e.g. "lossy:1.2.840.10008.1.2.4.91" or
+    # "prefer:<uid>,<uid>"; "" when instances travel as stored.
+    transcode: str = ""
+    # Why the study is where it is in the migration order ("appointment", "orders:STAT", ...).
+    priority: str = ""
 
     @property
     def instance_count(self) -> int:

@@ -24,14 +24,20 @@ from pacsmig.resources import load_schema
 from pacsmig.spec.model import (
     DEFAULT_CORRECT,
     DEFAULT_TIMEOUT,
+    DEFAULT_VERIFY_LEVELS,
+    Destination,
     DimseSource,
-    Endpoint,
     FilesystemSource,
     LocalAE,
+    LossyPolicy,
+    Priority,
     RisSpec,
+    Schedule,
+    ScheduleWindow,
     Select,
     Spec,
     TlsFiles,
+    VerifySpec,
 )
 
 _CORE_TAGS = {
@@ -272,7 +278,7 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
             tls=_tls(local_doc.get("tls"), base_dir),
         ),
         source=_source(src, base_dir),
-        destination=Endpoint(**_endpoint_args(doc["destination"], base_dir)),
+        destination=_destination(doc["destination"], base_dir, source_name, data),
         select=Select(
             date_from=date_from,
             date_to=date_to,
@@ -280,6 +286,9 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
         ),
         journal=(base_dir / journal) if journal else None,
         ris=ris,
+        schedule=_schedule(doc.get("schedule"), source_name, data),
+        priority=_priority(doc.get("priority"), base_dir, source_name, data),
+        verify=_verify(doc.get("verify")),
         document=doc,
         base_dir=base_dir,
     )
@@ -292,11 +301,149 @@ def _source(src: dict[str, Any], base_dir: Path) -> DimseSource | FilesystemSour
             include=tuple(src.get("include", ("**/*",))),
             exclude=tuple(src.get("exclude", ())),
             workers=src.get("workers"),
+            parallel=int(src.get("parallel", 1)),
         )
     return DimseSource(
         retrieve=src.get("retrieve", "c-get"),
         find_limit=src.get("find_limit"),
+        parallel=int(src.get("parallel", 1)),
         **_endpoint_args(src, base_dir),
+    )
+
+
+def _destination(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> Destination:
+    syntaxes = []
+    for i, name in enumerate(doc.get("syntaxes", ())):
+        uid = syntax_uid(name)
+        if uid is None:
+            line = _line_of(data, ["destination", "syntaxes", i])
+            close = difflib.get_close_matches(name, SYNTAX_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(
+                f"{source_name} line {line}: destination.syntaxes: unknown transfer syntax "
+                f"{name!r}{hint}; use a UID or one of {', '.join(SYNTAX_NAMES)}"
+            )
+        if uid in LOSSY_SYNTAXES:
+            line = _line_of(data, ["destination", "syntaxes", i])
+            raise SpecError(
+                f"{source_name} line {line}: destination.syntaxes: {name!r} is lossy; lossy "
+                "compression is allowed only through destination.lossy"
+            )
+        syntaxes.append(uid)
+    lossy = doc.get("lossy")
+    return Destination(
+        move_ae=doc.get("move_ae"),
+        route=doc.get("route", "auto"),
+        associations=int(doc.get("associations", 1)),
+        syntaxes=tuple(syntaxes),
+        lossy=LossyPolicy(
+            syntax=SYNTAX_NAMES.get(lossy["syntax"], lossy["syntax"]), quality=lossy.get("quality")
+        )
+        if lossy
+        else None,
+        **_endpoint_args(doc, base_dir),
+    )
+
+
+# Names a spec may use for transfer syntaxes (PS3.5 Annex A), beside plain UIDs.
+SYNTAX_NAMES = {
+    "explicit-le": "1.2.840.10008.1.2.1",
+    "implicit-le": "1.2.840.10008.1.2",
+    "deflated": "1.2.840.10008.1.2.1.99",
+    "rle": "1.2.840.10008.1.2.5",
+    "jpeg-lossless": "1.2.840.10008.1.2.4.70",
+    "jpeg-ls-lossless": "1.2.840.10008.1.2.4.80",
+    "jpeg-ls-near-lossless": "1.2.840.10008.1.2.4.81",
+    "jpeg-2000-lossless": "1.2.840.10008.1.2.4.90",
+    "jpeg-2000": "1.2.840.10008.1.2.4.91",
+}
+
+
+LOSSY_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.91",
+    }
+)
+
+
+def syntax_uid(value: str) -> str | None:
+    """A transfer syntax UID from a name or UID; None for an unknown name."""
+    if value in SYNTAX_NAMES:
+        return SYNTAX_NAMES[value]
+    if value[:1].isdigit():
+        return value
+    return None
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _schedule(doc: dict[str, Any] | None, source_name: str, data: Any) -> Schedule:
+    if not doc:
+        return Schedule()
+    tz = doc.get("timezone")
+    if tz:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            line = _line_of(data, ["schedule", "timezone"])
+            raise SpecError(
+                f"{source_name} line {line}: schedule.timezone: unknown time zone {tz!r} "
+                "(an IANA name such as Europe/Berlin)"
+            ) from None
+    windows = []
+    for w in doc.get("windows", ()):
+        windows.append(
+            ScheduleWindow(
+                days=tuple(_DAYS.index(d) for d in w.get("days", _DAYS)),
+                start=_minutes(w.get("start", "00:00")),
+                end=_minutes(w.get("end", "24:00")),
+                max_instances_per_second=w.get("max_instances_per_second"),
+                max_mb_per_second=w.get("max_mb_per_second"),
+            )
+        )
+    return Schedule(windows=tuple(windows), timezone=tz)
+
+
+def _priority(doc: dict[str, Any] | None, base_dir: Path, source_name: str, data: Any) -> Priority:
+    if not doc:
+        return Priority()
+    if "orders_column" in doc and "ris" not in data:
+        line = _line_of(data, ["priority", "orders_column"])
+        raise SpecError(
+            f"{source_name} line {line}: priority.orders_column: needs a ris block (the column "
+            "is read from ris.orders)"
+        )
+    patients = doc.get("patients")
+    return Priority(
+        patients=(base_dir / patients) if patients else None,
+        orders_column=doc.get("orders_column"),
+        orders_values=tuple(doc.get("orders_values", ())),
+        order=doc.get("order", "newest-first"),
+    )
+
+
+def _verify(doc: dict[str, Any] | None) -> VerifySpec:
+    if not doc:
+        return VerifySpec()
+    sample = doc.get("image_sample")
+    fraction = float(sample) if isinstance(sample, float) else None
+    count = sample if isinstance(sample, int) and not isinstance(sample, bool) else None
+    return VerifySpec(
+        levels=tuple(doc.get("levels", DEFAULT_VERIFY_LEVELS)),
+        image_sample_fraction=fraction,
+        image_sample_count=count,
+        commitment_timeout=float(doc.get("commitment_timeout", 60.0)),
     )
 
 

@@ -46,6 +46,29 @@ class DimseSource(Endpoint):
     kind: Literal["dimse"] = "dimse"
     retrieve: Literal["c-get", "c-move"] = "c-get"
     find_limit: int | None = None  # most answers the source gives to one C-FIND, if capped
+    parallel: int = 1  # studies retrieved at once
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LossyPolicy:
+    """Explicit permission to compress lossily for one destination (never implied)."""
+
+    syntax: str  # transfer syntax UID: JPEG 2000 (lossy) or JPEG-LS near-lossless
+    quality: int | None = None  # JPEG 2000: compression ratio; JPEG-LS: NEAR (max error)
+
+
+Route = Literal["auto", "relay", "direct"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Destination(Endpoint):
+    move_ae: str | None = None  # AE title the source knows the destination by (direct route)
+    route: Route = "auto"
+    associations: int = 1  # C-STORE associations at once
+    # Transfer syntax UIDs the destination should receive, in order of preference; empty:
+    # as stored, converted losslessly only when the destination refuses the stored one.
+    syntaxes: tuple[str, ...] = ()
+    lossy: LossyPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +80,7 @@ class FilesystemSource:
     include: tuple[str, ...] = ("**/*",)
     exclude: tuple[str, ...] = ()
     workers: int | None = None
+    parallel: int = 1  # studies read at once
 
     def describe(self) -> str:
         return ", ".join(str(r) for r in self.roots)
@@ -99,15 +123,63 @@ class RisSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleWindow:
+    """When pacsmig may pull from the source, and how fast (None: no cap)."""
+
+    days: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)  # 0 = Monday
+    start: int = 0  # minutes after midnight, inclusive
+    end: int = 24 * 60  # minutes after midnight, exclusive; end <= start spans midnight
+    max_instances_per_second: float | None = None
+    max_mb_per_second: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    windows: tuple[ScheduleWindow, ...] = ()  # empty: any time, no cap
+    timezone: str | None = None  # IANA name; None: the machine's local time
+
+
+PriorityOrder = Literal["newest-first", "oldest-first", "as-found"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Priority:
+    """How apply orders the studies it migrates (the plan is written in this order)."""
+
+    patients: Path | None = None  # patient IDs with upcoming appointments go first
+    orders_column: str | None = None  # then by this column of the orders file
+    orders_values: tuple[str, ...] = ()  # that column's values, most urgent first
+    order: PriorityOrder = "newest-first"  # then by study date
+
+
+VERIFY_LEVELS = ("counts", "instances", "attributes", "images", "commitment")
+DEFAULT_VERIFY_LEVELS = ("counts", "instances", "attributes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifySpec:
+    levels: tuple[str, ...] = DEFAULT_VERIFY_LEVELS
+    image_sample_fraction: float | None = None  # image_sample given as a fraction (0, 1]
+    image_sample_count: int | None = None  # image_sample given as a whole number
+    commitment_timeout: float = 60.0
+
+    def has(self, level: str) -> bool:
+        return level in self.levels
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Spec:
     version: int
     name: str
     local: LocalAE
     source: DimseSource | FilesystemSource
-    destination: Endpoint
+    destination: Destination
     select: Select = field(default_factory=Select)
     journal: Path | None = None
     ris: RisSpec | None = None
+    schedule: Schedule = field(default_factory=Schedule)
+    priority: Priority = field(default_factory=Priority)
+    verify: VerifySpec = field(default_factory=VerifySpec)
     # The validated document as plain data: it is embedded in the plan so a saved plan
     # carries its inputs.
     document: dict[str, Any] = field(default_factory=dict, compare=False)
