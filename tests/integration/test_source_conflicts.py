@@ -47,7 +47,7 @@ def test_same_sop_uid_with_different_content_is_refused(site: Site) -> None:
     twin = pydicom.dcmread(files[0])
     twin.StudyInstanceUID = generate_uid(entropy_srcs=["twin-study"])
     twin.SeriesInstanceUID = generate_uid(entropy_srcs=["twin-series"])
-    twin.StudyDate = "20250101"  # planned after the first
+    twin.StudyDate = "19000101"  # planned after the first (newest first is the default order)
     twin.PixelData = bytes(len(twin.PixelData))
     assert site.source.upload(files[0]) and site.source.upload(_bytes(twin))
     plan = site.work / "plan.json"

@@ -7,6 +7,7 @@ fetch these into the spool. The executor does not know which kind it talks to.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +19,7 @@ from pacsmig.dicomnet.find import open_find
 from pacsmig.dicomnet.received import ReceivedInstance
 from pacsmig.dicomnet.retrieve import RetrieveRequest, RetrieveResult, c_get, c_move
 from pacsmig.dicomnet.scp import StorageSCP
-from pacsmig.errors import PacsmigError
+from pacsmig.errors import PacsError, PacsmigError
 from pacsmig.inventory.dimse import peer_of, tls_config
 from pacsmig.inventory.model import InstanceRecord
 from pacsmig.spec.model import DimseSource, FilesystemSource, Spec
@@ -38,8 +39,42 @@ class SourceAccess(Protocol):
         missing: list[InstanceRecord],
         spool: StudySpool,
     ) -> str:
-        """Bring the missing instances into the spool; describe what went wrong, if anything."""
+        """Bring the missing instances into the spool; describe what went wrong, if anything.
+
+        Safe to call from several threads at once, for different studies.
+        """
         ...
+
+
+class _SinkByInstance:
+    """pacsmig's one Storage SCP feeds several studies' spools at once (parallel C-MOVEs).
+
+    A C-STORE names its SOP Instance UID; each spool registers the UIDs it waits for.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spools: dict[str, StudySpool] = {}
+
+    def add(self, spool: StudySpool) -> None:
+        with self._lock:
+            for uid in spool.wanted:
+                self._spools[uid] = spool
+
+    def remove(self, spool: StudySpool) -> None:
+        with self._lock:
+            for uid in spool.wanted:
+                if self._spools.get(uid) is spool:
+                    del self._spools[uid]
+
+    def __call__(self, item: ReceivedInstance) -> bool:
+        with self._lock:
+            spool = self._spools.get(item.sop_uid)
+        if spool is None:
+            # Not asked for by any running retrieval (a late or unplanned sub-operation):
+            # accept so the peer does not retry, but nothing is sent on.
+            return True
+        return spool(item)
 
 
 @contextlib.contextmanager
@@ -61,6 +96,7 @@ class DimseAccess:
         self.peer: Peer = peer_of(source, "source")
         self.calling = spec.local.ae_title
         self._scp: StorageSCP | None = None
+        self._sink = _SinkByInstance()
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -77,6 +113,7 @@ class DimseAccess:
             timeout=self.peer.timeout,
             tls=tls_config(self.spec.local.tls),
         )
+        scp.set_sink(self._sink)
         scp.start()
         self._scp = scp
         try:
@@ -104,12 +141,12 @@ class DimseAccess:
         outcomes: list[RetrieveResult] = []
         if self.retrieve == "c-move":
             assert self._scp is not None
-            self._scp.set_sink(spool)
+            self._sink.add(spool)
             try:
                 for request in requests:
                     outcomes.append(c_move(self.calling, self.peer, request, self.calling))
             finally:
-                self._scp.set_sink(None)
+                self._sink.remove(spool)
         elif all(i.sop_class_uid for i in instances):
             for request in requests:
                 outcomes.append(c_get(self.calling, self.peer, request, classes, spool))
@@ -128,6 +165,19 @@ class DimseAccess:
                     )
         bad = [o for o in outcomes if o.status not in (0x0000,)]
         return bad[-1].describe() if bad else "retrieved"
+
+    def move_to(self, request: RetrieveRequest, move_ae_title: str) -> RetrieveResult:
+        """C-MOVE straight to another AE (the direct route): nothing comes through pacsmig."""
+        try:
+            return c_move(self.calling, self.peer, request, move_ae_title)
+        except PacsError as exc:
+            if "does not know the move destination" in str(exc):
+                raise PacsError(
+                    f"{self.peer.describe()} does not know the move destination "
+                    f"{move_ae_title!r} (destination.move_ae): add the destination's AE title, "
+                    "host and port to the source's configuration, or remove move_ae to relay"
+                ) from None
+            raise
 
 
 class FilesystemAccess:

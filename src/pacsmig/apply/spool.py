@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,20 @@ class SpooledInstance:
 class StudySpool:
     """Collects the instances of one study that are wanted; thread-safe (SCP threads write)."""
 
-    def __init__(self, root: Path, study_uid: str, wanted: set[str]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        study_uid: str,
+        wanted: set[str],
+        on_received: Callable[[SpooledInstance], None] | None = None,
+    ) -> None:
         self.dir = root / _key(study_uid)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.wanted = wanted
         self._wanted = wanted
+        # Called once per wanted instance as soon as it is on disk: the send stage starts
+        # while the rest of the study is still arriving.
+        self._on_received = on_received
         self._lock = threading.Lock()
         self.received: dict[str, SpooledInstance] = {}
         self.unexpected = 0
@@ -51,14 +62,18 @@ class StudySpool:
         with open(tmp, "wb") as fh:
             fh.write(item.data)
         os.replace(tmp, path)
+        spooled = SpooledInstance(
+            sop_uid=item.sop_uid,
+            sop_class_uid=item.sop_class_uid,
+            transfer_syntax=item.transfer_syntax,
+            path=path,
+            size=len(item.data),
+        )
         with self._lock:
-            self.received[item.sop_uid] = SpooledInstance(
-                sop_uid=item.sop_uid,
-                sop_class_uid=item.sop_class_uid,
-                transfer_syntax=item.transfer_syntax,
-                path=path,
-                size=len(item.data),
-            )
+            first = item.sop_uid not in self.received
+            self.received[item.sop_uid] = spooled
+        if first and self._on_received is not None:
+            self._on_received(spooled)
         return True
 
     def replace(self, sop_uid: str, data: bytes) -> None:
