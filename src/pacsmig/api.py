@@ -28,6 +28,7 @@ from pacsmig.plan.approval import Approval, check_approval, read_approval, write
 from pacsmig.plan.build import build_plan
 from pacsmig.plan.codec import fingerprint, read_plan, write_plan
 from pacsmig.plan.model import Plan
+from pacsmig.plan.priority import file_digest, order_column_values, read_patients
 from pacsmig.reconcile.reconcile import load_inputs, reconcile
 from pacsmig.spec.load import load_spec
 from pacsmig.spec.model import FilesystemSource
@@ -56,8 +57,19 @@ def plan(
     """Inventory the source and the destination and write the plan."""
     spec = load_spec(spec_path)
     out = Path(out_path)
-    # Read the orders first: a malformed export should fail before any PACS is queried.
+    # Read the orders and the priority inputs first: a malformed export should fail before
+    # any PACS is queried.
     ris_inputs = load_inputs(spec.ris) if spec.ris else None
+    inputs: dict[str, Any] = dict(ris_inputs.digests) if ris_inputs else {}
+    prio = spec.priority
+    patients: frozenset[str] = frozenset()
+    if prio.patients is not None:
+        # The digest binds the sign-off to the appointment list the order was made from.
+        inputs["patients"] = file_digest(prio.patients)
+        patients = read_patients(prio.patients)
+    order_values: dict[str, str] = {}
+    if prio.orders_column and spec.ris:
+        order_values = order_column_values(spec.ris, prio.orders_column)
     files: FileInventory | None = None
     if isinstance(spec.source, FilesystemSource):
         files = inventory_files(spec, spec.source, index_path(out, spec.document), progress)
@@ -73,11 +85,13 @@ def plan(
         holdings,
         created_at=created_at or utc_now(),
         reconciled=reconciled,
-        inputs=ris_inputs.digests if ris_inputs else None,
+        inputs=inputs or None,
         inventory=inventory,
         source_holds=files.holds if files else None,
         quarantine=files.quarantine if files else (),
         duplicates=files.duplicates if files else (),
+        patients=patients,
+        order_values=order_values,
     )
     fp = write_plan(result, out)
     return PlanOutcome(plan=result, path=out, fingerprint=fp)
@@ -182,10 +196,37 @@ def run_lock(journal: Path) -> Iterator[None]:
     """One apply per journal at a time: two would send the same instances in parallel."""
     journal.parent.mkdir(parents=True, exist_ok=True)
     lock_path = journal.with_name(journal.name + ".lock")
+    key = str(lock_path.resolve())
+    # POSIX locks do not exclude the process that holds them (and opening the file again
+    # and closing it would drop the lock): apply runs in this process are counted here.
+    with _HELD_LOCK:
+        if key in _HELD:
+            raise InputError(
+                f"{journal}: another apply is running on this journal (pid {os.getpid()}); "
+                "wait for it or stop it first"
+            )
+        _HELD.add(key)
+    try:
+        with _file_lock(journal, lock_path):
+            yield
+    finally:
+        with _HELD_LOCK:
+            _HELD.discard(key)
+
+
+_HELD: set[str] = set()
+_HELD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _file_lock(journal: Path, lock_path: Path) -> Iterator[None]:
     with open(lock_path, "a+", encoding="utf-8") as fh:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # A POSIX record lock belongs to this process alone: the sender processes forked
+            # from it do not inherit it, so a killed apply's last workers cannot hold the
+            # journal hostage (an flock would be shared with them).
+            fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             raise InputError(
@@ -199,14 +240,31 @@ def run_lock(journal: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(fh.fileno(), fcntl.LOCK_UN)
 
 
-def verify(plan_path: str | Path, *, progress: VerifyProgress | None = None) -> VerifyResult:
+def verify(
+    plan_path: str | Path,
+    *,
+    progress: VerifyProgress | None = None,
+    levels: str | tuple[str, ...] | None = None,
+    image_sample: str | float | int | None = None,
+) -> VerifyResult:
+    """Verify at the spec's levels, or these ("counts,images"); image_sample overrides the
+    spec's per-study sample: a fraction ("0.05") or a number of instances ("5")."""
+    from pacsmig.verify.levels import parse_image_sample, parse_levels
+
+    chosen = parse_levels(levels) if isinstance(levels, str) else levels
+    sample = parse_image_sample(image_sample) if isinstance(image_sample, str) else image_sample
     p, journal = open_journal(plan_path)
     with journal:
         return verify_plan(
-            p, journal, progress, index_path=index_path(Path(plan_path), p.header.spec)
+            p,
+            journal,
+            progress,
+            index_path=index_path(Path(plan_path), p.header.spec),
+            levels=chosen,
+            image_sample=sample,
         )
 
 

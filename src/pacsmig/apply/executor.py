@@ -128,6 +128,7 @@ class Executor:
         progress: Progress | None = None,
         stop: threading.Event | None = None,
         index_path: Path | None = None,
+        gate: Any = None,
     ) -> None:
         self.plan = plan
         self.spec: Spec = spec_of_plan(plan.header.spec, plan.header.base_dir)
@@ -153,8 +154,9 @@ class Executor:
         self._job_ids = 0
         self._modified_at = ""
         self._pool: SenderPool | None = None
+        self._pool_lock = threading.Lock()
         self._source: SourceAccess | None = None
-        self._gate: Any = None
+        self._gate: Any = gate  # the schedule's Gate; tests pass one with a fake clock
         self._verifier: Any = None
         self._result = ApplyResult(run_id=0)
 
@@ -166,7 +168,8 @@ class Executor:
         self._studies_total = len(todo)
         self._instances_total = sum(a.instance_count for a in todo)
         self._modified_at = dt.datetime.now(dt.UTC).isoformat()
-        self._gate = _gate_for(self.spec)
+        if self._gate is None:
+            self._gate = _gate_for(self.spec)
         # Leftovers of an interrupted run (the run lock guarantees no other apply uses them).
         shutil.rmtree(self.spool_root, ignore_errors=True)
         started = time.monotonic()
@@ -174,8 +177,9 @@ class Executor:
         try:
             with contextlib.ExitStack() as stack:
                 if todo:
-                    self._pool = self._start_pool()
                     stack.callback(self._close_pool)
+                    # Before any thread of ours exists: the workers are forked from here.
+                    self._senders()
                     self._source = stack.enter_context(open_source(self.spec, self.index_path))
                     self._verifier = stack.enter_context(self._live_verifier(run_id))
                     for action in todo:
@@ -190,6 +194,13 @@ class Executor:
             result.seconds = time.monotonic() - started
             self.journal.finish_run(run_id, outcome)
         return result
+
+    def _senders(self) -> SenderPool:
+        """The sender processes (started once, at the beginning of the run)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = self._start_pool()
+            return self._pool
 
     def _start_pool(self) -> SenderPool:
         dst = self.spec.destination
@@ -254,12 +265,14 @@ class Executor:
 
     def _collect(self, run_id: int) -> None:
         """The main thread journals send outcomes until every study is closed."""
-        assert self._pool is not None
         while True:
-            r = self._pool.result(0.2)
+            pool = self._pool
+            r = pool.result(0.2) if pool is not None else None
             if r is not None:
                 self._on_result(run_id, r)
                 continue
+            if pool is None:
+                time.sleep(0.05)
             with self._lock:
                 pending = sum(s.pending for s in self._studies.values())
                 threads_done = self._threads_done == self._threads
@@ -270,7 +283,7 @@ class Executor:
                 return
             if threads_done and pending == 0:
                 return
-            if pending and not self._pool.alive():
+            if pending and pool is not None and not pool.alive():
                 raise PacsmigError("the sender processes exited unexpectedly")
 
     def _report(self, waiting: str = "") -> None:
@@ -431,7 +444,9 @@ class Executor:
                 if self.stop.is_set():
                     raise _Stop
                 if capped:
-                    self._gate.throttle(len(request.sop_uids) or len(todo), 0, self.stop)
+                    self._gate.throttle(
+                        len(request.sop_uids) or len(todo), 0, self.stop, hold_outside=False
+                    )
                 moved = source.move_to(request, move_ae)
                 completed += moved.completed
                 if moved.status not in (0x0000, None):
@@ -512,9 +527,9 @@ class Executor:
 
     def _enqueue(self, state: _Study, item: SpooledInstance) -> None:
         """Hand one received instance to the senders (blocks while their queue is full)."""
-        assert self._pool is not None
+        pool = self._senders()
         if self._gate is not None:
-            self._gate.throttle(1, item.size, self.stop)
+            self._gate.throttle(1, item.size, self.stop, hold_outside=False)
         with self._lock:
             if item.sop_uid in state.queued:
                 return
@@ -533,7 +548,7 @@ class Executor:
             corrections=state.action.corrections,
             modified_at=self._modified_at,
         )
-        if not self._pool.submit(job, self.stop):
+        if not pool.submit(job, self.stop):
             with self._lock:
                 state.pending -= 1
                 state.queued.discard(item.sop_uid)

@@ -89,9 +89,11 @@ class SenderPool:
 
     def __init__(self, config: SenderConfig) -> None:
         self.config = config
-        # spawn: the parent runs threads (SCP, retrieval), and forking a threaded process
-        # can copy a held lock into the child.
-        ctx = mp.get_context("spawn")
+        # fork where there is one: the worker starts in milliseconds with everything already
+        # imported (spawn costs a second or more of imports per worker). The executor starts
+        # the pool before its own threads, so no lock of theirs can be copied held.
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        ctx: Any = mp.get_context(method)
         self._jobs: Any = ctx.Queue(maxsize=max(1, config.associations) * QUEUE_PER_WORKER)
         self._results: Any = ctx.Queue()
         self._failures: Synchronized[int] = ctx.Value("i", 0)
@@ -194,17 +196,13 @@ class _Association:
 
 
 def _open(open_store: Any, config: SenderConfig, pairs: set[tuple[str, str]]) -> Any:
-    # H1's open_store takes the destination's syntax preferences; older signatures do not.
-    try:
-        return open_store(
-            config.calling_ae_title,
-            _peer(config),
-            pairs,
-            syntaxes=config.syntaxes,
-            lossy=config.lossy,
-        )
-    except TypeError:
-        return open_store(config.calling_ae_title, _peer(config), pairs)
+    return open_store(
+        config.calling_ae_title,
+        _peer(config),
+        pairs,
+        syntaxes=config.syntaxes,
+        lossy=config.lossy,
+    )
 
 
 def _peer(config: SenderConfig) -> Any:
@@ -220,8 +218,10 @@ def _worker(
     failures: Synchronized[int],
     parent_pid: int,
 ) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides what stops and when.
+    # Ctrl-C reaches the whole process group; the parent decides what stops and when, and
+    # ends a worker with SIGTERM (whose handler, inherited from the CLI, would raise).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.basicConfig(level=logging.WARNING)
     import pacsmig.dicomnet  # noqa: F401  (applies the pynetdicom patches in this process)
 
@@ -236,7 +236,7 @@ def _worker(
                 if time.monotonic() - assoc.last_used > IDLE_CLOSE_SECONDS:
                     assoc.close()
                 continue
-            if job is None:
+            if job is None or os.getppid() != parent_pid:
                 return
             answer = _send_job(config, assoc, job, failures)
             results.put(answer)
