@@ -29,7 +29,6 @@ from pacsmig.plan.build import build_plan
 from pacsmig.plan.codec import fingerprint, read_plan, write_plan
 from pacsmig.plan.model import Plan
 from pacsmig.plan.priority import file_digest, order_column_values, read_patients
-from pacsmig.reconcile.reconcile import load_inputs, reconcile
 from pacsmig.spec.load import load_spec
 from pacsmig.spec.model import FilesystemSource
 from pacsmig.verify.counts import Progress as VerifyProgress
@@ -55,6 +54,8 @@ def plan(
     created_at: str | None = None,
 ) -> PlanOutcome:
     """Inventory the source and the destination and write the plan."""
+    from pacsmig.reconcile.reconcile import load_inputs, reconcile  # pandas: only here
+
     spec = load_spec(spec_path)
     out = Path(out_path)
     # Read the orders and the priority inputs first: a malformed export should fail before

@@ -90,6 +90,8 @@ class ApplyResult:
     bytes_sent: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    verified: int = 0  # studies verified at the destination while apply ran
+    verification: dict[str, int] = field(default_factory=dict)  # status -> studies
     failure_reasons: Counter[str] = field(default_factory=Counter)
     refusal_reasons: Counter[str] = field(default_factory=Counter)
 
@@ -185,6 +187,9 @@ class Executor:
                     for action in todo:
                         self._todo.put(action)
                     self._run_pipeline(run_id)
+                    summary = self._verifier.close()
+                    result.verified = summary.verified
+                    result.verification = dict(summary.statuses)
             outcome = "interrupted" if result.interrupted else ("ok" if result.ok else "partial")
         except KeyboardInterrupt:
             result.interrupted = True
@@ -227,14 +232,15 @@ class Executor:
 
     @contextlib.contextmanager
     def _live_verifier(self, run_id: int) -> Iterator[Any]:
-        """Verify each study as it completes, when the verification package offers it."""
-        try:
-            from pacsmig.verify.live import LiveVerifier  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            yield None
-            return
+        """Verify each study as it completes, at the spec's levels, while the next ones move."""
+        from pacsmig.verify.live import LiveVerifier
+
         with LiveVerifier(
-            self.plan, self.journal.path, index_path=self.index_path, run_id=run_id
+            self.plan,
+            self.journal.path,
+            index_path=self.index_path,
+            run_id=run_id,
+            source=self._source,
         ) as verifier:
             yield verifier
 
@@ -337,7 +343,13 @@ class Executor:
     def _study(self, journal: Journal, run_id: int, action: StudyAction) -> None:
         uid = action.study_uid
         assert self._source is not None
-        instances = self._source.instances(uid)
+        # SOP classes are needed only to offer C-GET storage contexts; a C-MOVE or direct
+        # study is found faster without them (verification asks for them itself).
+        src = self.spec.source
+        with_class = (
+            isinstance(src, DimseSource) and src.retrieve == "c-get" and action.route != "direct"
+        )
+        instances = self._source.instances(uid, with_class=with_class)
         refusal = _source_changed(action, instances)
         if refusal:
             self._refuse(journal, run_id, action, "source_changed", refusal)
@@ -358,7 +370,7 @@ class Executor:
         journal.plan_instances(
             run_id, uid, [(i.sop_uid, i.series_uid, i.sop_class_uid) for i in instances]
         )
-        present = self._destination_holdings(uid)
+        present = self._destination_holdings(uid, probe=True)
         # Instances the destination lists but did not commit to keep must go again.
         resend: set[str] = set(getattr(journal, "needs_resend", lambda _u: set())(uid))
         states = {r.sop_uid: r.state for r in journal.instances(uid)}
@@ -389,16 +401,20 @@ class Executor:
             self._studies_done += 1
         self._report()
 
-    def _destination_holdings(self, study_uid: str) -> set[str]:
+    def _destination_holdings(self, study_uid: str, *, probe: bool = False) -> set[str]:
         """SOP Instance UIDs the destination holds of a study, retried like a C-STORE would be.
 
-        A destination that is restarting or briefly refuses associations gets the same
-        bounded backoff as sending; a permanent rejection stops the run at once.
+        With probe, a study-level count comes first: a study the destination does not hold
+        at all (most of a migration) then costs one answer, not one per instance. A
+        destination that is restarting or briefly refuses associations gets the same bounded
+        backoff as sending; a permanent rejection stops the run at once.
         """
         for attempt in range(MAX_ATTEMPTS):
             try:
                 with open_find(self.calling, self.destination) as finder:
-                    return {i.sop_uid for i in finder.study_instances(study_uid)}
+                    if probe and finder.study_instance_count(study_uid) == 0:
+                        return set()
+                    return {i.sop_uid for i in finder.study_instances(study_uid, with_class=False)}
             except AssociationRejected as exc:
                 if not exc.transient or attempt == MAX_ATTEMPTS - 1:
                     raise

@@ -28,8 +28,8 @@ IMAGE_LEVEL_BATCH = 100
 
 
 class SourceAccess(Protocol):
-    def instances(self, study_uid: str) -> list[InstanceRecord]:
-        """Every instance the source holds of the study now."""
+    def instances(self, study_uid: str, *, with_class: bool = True) -> list[InstanceRecord]:
+        """Every instance the source holds of the study now (SOP classes if with_class)."""
         ...
 
     def fetch(
@@ -110,6 +110,8 @@ class DimseAccess:
             port=self.spec.local.port,
             bind=self.spec.local.bind,
             allowed_calling=[self.peer.ae_title],
+            # The destination reports storage commitment results to our AE on this port.
+            commitment_from=[self.spec.destination.ae_title],
             timeout=self.peer.timeout,
             tls=tls_config(self.spec.local.tls),
         )
@@ -122,9 +124,9 @@ class DimseAccess:
             scp.stop()
             self._scp = None
 
-    def instances(self, study_uid: str) -> list[InstanceRecord]:
+    def instances(self, study_uid: str, *, with_class: bool = True) -> list[InstanceRecord]:
         with open_find(self.calling, self.peer) as finder:
-            return finder.study_instances(study_uid)
+            return finder.study_instances(study_uid, with_class=with_class)
 
     def fetch(
         self,
@@ -186,7 +188,7 @@ class FilesystemAccess:
     def __init__(self, index_path: Path) -> None:
         self.index_path = index_path
 
-    def instances(self, study_uid: str) -> list[InstanceRecord]:
+    def instances(self, study_uid: str, *, with_class: bool = True) -> list[InstanceRecord]:
         from pacsmig.inventory.catalog import study_instances
 
         return [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +20,13 @@ from rich.progress import (
 from rich.table import Table
 
 from pacsmig.apply.executor import ApplyResult, ProgressEvent
+from pacsmig.apply.schedule import Gate
+from pacsmig.errors import PacsmigError
 from pacsmig.plan.approval import Approval
 from pacsmig.plan.codec import fingerprint
 from pacsmig.plan.model import REASONS, Plan, summarize
+from pacsmig.plan.priority import describe_priority
+from pacsmig.spec.load import spec_of_plan
 from pacsmig.verify.counts import VerifyResult
 
 
@@ -98,6 +103,8 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
     fp = fingerprint(plan)
     console.print(f"Fingerprint {fp}", highlight=False)
     console.print(inventory_line(plan), highlight=False)
+    for line in order_lines(plan):
+        console.print(escape(line), highlight=False)
     if approval is None:
         console.print("[yellow]Not signed off.[/]")
     elif approval.fingerprint == fp:
@@ -125,6 +132,12 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
     if with_ris:
         table.add_column("order (rule)")
         table.add_column("corrections")
+    with_priority = any(a.priority for a in plan.actions)
+    if with_priority:
+        table.add_column("priority")
+    with_route = any(a.route for a in plan.actions)
+    if with_route:
+        table.add_column("route")
     # A reviewer copies UIDs from here: never fold or crop them.
     uid_width = max((len(a.study_uid) for a in plan.actions), default=9)
     table.add_column("study UID", no_wrap=True, min_width=uid_width)
@@ -139,6 +152,10 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
                 else ", ".join(m.get("candidates") or [])
             )
             extra = [escape(order), escape(", ".join(c.keyword for c in a.corrections))]
+        if with_priority:
+            extra.append(escape(a.priority))
+        if with_route:
+            extra.append(a.route + (f" ({a.transcode.split(':')[0]})" if a.transcode else ""))
         table.add_row(
             a.action,
             a.reason,
@@ -168,6 +185,25 @@ def plan_table(console: Console, plan: Plan, approval: Approval | None) -> None:
         f"{_n(s.studies['migrate'])} to migrate ({_n(s.instances['migrate'])} instances), "
         f"{_n(s.studies['skip'])} to skip, {_n(s.studies['hold'])} held."
     )
+    routes = Counter(a.route for a in plan.actions if a.action == "migrate")
+    if routes:
+        console.print(
+            "Routes: "
+            + ", ".join(f"{_n(n)} {route or 'unplanned'}" for route, n in sorted(routes.items()))
+            + " (direct: the source moves the study to the destination; relay: through pacsmig)"
+        )
+
+
+def order_lines(plan: Plan) -> list[str]:
+    """How apply will take the plan: the priority summary and the schedule, one line each."""
+    if not plan.header.spec:
+        return []
+    try:
+        spec = spec_of_plan(plan.header.spec, plan.header.base_dir)
+        schedule = Gate(spec.schedule).describe()
+    except (PacsmigError, ValueError) as exc:  # show must still show the plan itself
+        return [f"priority and schedule: unreadable ({exc})"]
+    return [describe_priority(plan.actions, spec.priority), schedule]
 
 
 @contextmanager
@@ -201,6 +237,8 @@ def apply_progress(console: Console) -> Iterator[Callable[[ProgressEvent], None]
         task = progress.tasks[instances]
         elapsed = task.elapsed or 0.0
         rate = f"{ev.instances_done / elapsed:,.1f} inst/s" if elapsed > 0 else ""
+        if ev.waiting:
+            rate = ev.waiting
         progress.update(instances, completed=ev.instances_done, total=ev.instances_total, rate=rate)
 
     try:
@@ -211,8 +249,9 @@ def apply_progress(console: Console) -> Iterator[Callable[[ProgressEvent], None]
 
 
 def apply_summary(console: Console, r: ApplyResult) -> None:
+    direct = f" ({_n(r.sent_direct)} by the direct route)" if r.sent_direct else ""
     console.print(
-        f"[bold]Apply:[/] {_n(r.sent)} instances sent, {_n(r.present)} already at the destination, "
+        f"[bold]Apply:[/] {_n(r.sent)} instances sent{direct}, {_n(r.present)} already at the destination, "
         f"{_n(r.failed)} failed; {_n(r.studies_complete)} of {_n(r.studies_total)} studies complete"
         + (f", {_n(r.studies_refused)} refused" if r.studies_refused else "")
         + (f", {_n(r.studies_incomplete)} incomplete" if r.studies_incomplete else "")
@@ -222,6 +261,23 @@ def apply_summary(console: Console, r: ApplyResult) -> None:
         console.print(f"  failed: {n:,} instances: {reason}", highlight=False)
     for reason, n in sorted(r.refusal_reasons.items()):
         console.print(f"  refused: {n:,} studies: {reason}", highlight=False)
+    if r.verification:
+        others = ", ".join(
+            f"{n:,} {status.replace('_', ' ')}"
+            for status, n in sorted(r.verification.items())
+            if status != "verified"
+        )
+        console.print(
+            f"  verified during apply: {r.verified:,} of {sum(r.verification.values()):,} studies"
+            + (f" ({others}: see 'pacsmig verify' and the report)" if others else ""),
+            highlight=False,
+        )
+    if r.seconds > 0 and r.sent:
+        console.print(
+            f"  {r.sent / r.seconds:,.1f} instances/s, {r.bytes_sent / r.seconds / 1e6:,.1f} MB/s "
+            f"relayed over {r.seconds:,.1f} s",
+            highlight=False,
+        )
     if r.interrupted:
         console.print("Interrupted: run apply again to resume.")
     elif not r.ok:
@@ -230,14 +286,17 @@ def apply_summary(console: Console, r: ApplyResult) -> None:
 
 def verify_summary(console: Console, r: VerifyResult) -> None:
     bad = [c for c in r.checks if not c.ok]
+    levels = sorted({lv for c in r.checks for lv in c.levels}, key=_LEVEL_ORDER.index)
     console.print(
-        f"[bold]Verify:[/] {_n(len(r.checks) - len(bad))} of {_n(len(r.checks))} studies complete "
-        f"at the destination; {_n(r.missing_instances)} instances missing."
+        f"[bold]Verify{' (' + ', '.join(levels) + ')' if levels else ''}:[/] "
+        f"{_n(len(r.checks) - len(bad))} of {_n(len(r.checks))} studies complete "
+        f"at the destination; {_n(r.missing_instances)} instances missing.",
+        highlight=False,
     )
     for c in bad:
         console.print(
             f"  {c.status}: study {escape(c.study_uid)}: expected {c.expected_instances}, "
-            f"found {c.found_instances}",
+            f"found {c.found_instances}" + (f" ({escape(c.note)})" if c.note else ""),
             highlight=False,
         )
         for d in c.attributes:
@@ -249,3 +308,25 @@ def verify_summary(console: Console, r: VerifyResult) -> None:
             console.print(f"    missing {escape(uid)}", highlight=False)
         if len(c.missing) > 50:
             console.print(f"    ... and {len(c.missing) - 50} more (see the report)")
+        if c.images is not None:
+            for comparison in c.images.different[:20]:
+                for diff in comparison.differences[:10]:
+                    console.print(
+                        f"    image {escape(comparison.sop_uid)}: {diff.tag} {escape(diff.keyword)}"
+                        f": source {escape(diff.expected)!r}, destination {escape(diff.found)!r}",
+                        highlight=False,
+                    )
+            for problem in c.images.errors[:20]:
+                console.print(
+                    f"    image {escape(problem.sop_uid)}: {escape(problem.reason)}",
+                    highlight=False,
+                )
+        if c.commitment is not None and not c.commitment.ok:
+            for failure in c.commitment.failed[:50]:
+                console.print(
+                    f"    not committed {escape(failure.sop_uid)}: {escape(failure.reason)}",
+                    highlight=False,
+                )
+
+
+_LEVEL_ORDER = ("counts", "instances", "attributes", "images", "commitment")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pacsmig import __version__
 from pacsmig.apply.process import CorrectionError, validate_corrections
@@ -20,8 +20,11 @@ from pacsmig.plan.model import (
     QuarantinedFile,
     StudyAction,
 )
-from pacsmig.reconcile.reconcile import Reconciled
+from pacsmig.plan.priority import prioritise
 from pacsmig.spec.model import FilesystemSource, Spec
+
+if TYPE_CHECKING:  # pandas and rapidfuzz load only when a plan reconciles orders
+    from pacsmig.reconcile.reconcile import Reconciled
 
 
 def spec_digest(spec: Spec) -> str:
@@ -166,7 +169,14 @@ def build_plan(
     source_holds: Mapping[str, str] | None = None,
     quarantine: Sequence[QuarantinedFile] = (),
     duplicates: Sequence[DuplicateFile] = (),
+    patients: frozenset[str] = frozenset(),
+    order_values: Mapping[str, str] | None = None,
 ) -> Plan:
+    """The plan for ``studies``, in the order apply takes them (``spec.priority``).
+
+    ``patients`` are the patient IDs of the priority patients file and ``order_values`` the
+    priority orders column (order_id -> value), both read by the caller.
+    """
     rec = reconciled or {}
     holds = source_holds or {}
     actions = [
@@ -176,12 +186,12 @@ def build_plan(
         )
         for s in studies
     ]
-    # Deterministic order: holds first (a person must look at them), then by study date, UID.
-    order = {"hold": 0, "migrate": 1, "skip": 2}
-    actions.sort(key=lambda a: (order[a.action], a.study_date, a.study_uid))
+    # Holds first (a person must look at them), then migrations in the order apply takes
+    # them, then skips; deterministic for anything but priority.order "as-found".
+    ordered = prioritise(actions, spec.priority, patients=patients, order_values=order_values)
     return Plan(
         header=header_for(spec, created_at, inputs, inventory),
-        actions=tuple(actions),
+        actions=ordered,
         quarantine=tuple(sorted(quarantine, key=lambda q: q.path)),
         duplicates=tuple(sorted(duplicates, key=lambda d: (d.sop_uid, d.other))),
     )
