@@ -94,7 +94,8 @@ def test_deleted_instances_are_named_reported_and_restored(site: Site) -> None:
     report = site.work / "r.html"
     run_cli("report", plan, "-o", report, check=0)
     html = report.read_text()
-    assert "Incomplete: 3 instance(s) missing" in html
+    assert 'id="verdict">Incomplete:' in html
+    assert "<li>3 instances missing at the destination</li>" in html
     for uid in victims:
         assert uid in html
 

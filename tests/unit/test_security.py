@@ -95,7 +95,8 @@ def test_report_escapes_dicom_values(tmp_path: Path) -> None:
     html = render_html("report.html.j2", context)
     scan = _Scan()
     scan.feed(html)
-    assert scan.tags.count("script") == 1, "only the page's own script"
+    # The page's own script and its JSON data block; a hostile value adds none.
+    assert scan.tags.count("script") == 2, "only the page's own script and data block"
     assert "img" not in scan.tags and "b" not in scan.tags
     assert not scan.handlers
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html

@@ -145,10 +145,27 @@ def apply(
 
 
 @app.command()
-def verify(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")]) -> None:
-    """Check the destination against the plan (study, series and instance counts)."""
+def verify(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
+    levels: Annotated[
+        str | None,
+        typer.Option(
+            "--levels",
+            help="Comma-separated: counts, instances, attributes, images, commitment "
+            "(default: the spec's verify.levels)",
+        ),
+    ] = None,
+    image_sample: Annotated[
+        str | None,
+        typer.Option(
+            "--image-sample",
+            help="Instances compared per study (images level): a fraction (0.05) or a count (5)",
+        ),
+    ] = None,
+) -> None:
+    """Check the destination against the plan at the chosen verification levels."""
     with _errors(), render.status(err, "Verifying at the destination") as tick:
-        result = api.verify(plan_file, progress=tick)
+        result = api.verify(plan_file, progress=tick, levels=levels, image_sample=image_sample)
     render.verify_summary(out, result)
     raise typer.Exit(0 if result.ok else 1)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from pydicom.uid import (
     JPEG2000,
@@ -120,22 +120,38 @@ def fallback_storage_contexts(classes: Iterable[str]) -> list[PresentationContex
     return [build_context(sop_class, [*UNCOMPRESSED, ExplicitVRBigEndian]) for sop_class in classes]
 
 
-def send_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
+def send_contexts(
+    pairs: Iterable[tuple[str, str]], *, extra: Mapping[str, Sequence[str]] | None = None
+) -> list[PresentationContext]:
     """Contexts to send instances of these (SOP class, transfer syntax) pairs.
 
     Each pair gets its own context so each instance can travel as it is; each SOP class also
     gets an uncompressed context, the fallback when the destination refuses the original.
+    `extra` lists, per SOP class and best first, further syntaxes the sender may convert to
+    (preferred, lossy, lossless fallbacks); each gets a context of its own, so the
+    destination's answer says exactly which it takes. They fill what room the association has
+    left (MAX_CONTEXTS), every class's best extra before any class's second.
     """
     contexts: list[PresentationContext] = []
-    seen: set[tuple[str, tuple[str, ...]]] = set()
+    proposed: set[tuple[str, str]] = set()
     classes: list[str] = []
     for sop_class, ts in sorted(set(pairs)):
         if sop_class not in classes:
             classes.append(sop_class)
-        key = (sop_class, (ts,))
-        if key not in seen:
-            seen.add(key)
+        if (sop_class, ts) not in proposed:
+            proposed.add((sop_class, ts))
             contexts.append(build_context(sop_class, [ts]))
     for sop_class in classes:
         contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
+        proposed.update((sop_class, str(ts)) for ts in UNCOMPRESSED)
+    wanted = {c: [str(ts) for ts in (extra or {}).get(c, ())] for c in classes}
+    for rank in range(max((len(v) for v in wanted.values()), default=0)):
+        for sop_class in classes:
+            if len(contexts) >= MAX_CONTEXTS:
+                return contexts
+            if rank < len(wanted[sop_class]):
+                ts = wanted[sop_class][rank]
+                if (sop_class, ts) not in proposed:
+                    proposed.add((sop_class, ts))
+                    contexts.append(build_context(sop_class, [ts]))
     return contexts

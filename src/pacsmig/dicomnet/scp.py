@@ -1,4 +1,8 @@
-"""pacsmig's own Storage SCP: the C-MOVE destination (PS3.4 Annex B)."""
+"""pacsmig's own Storage SCP: the C-MOVE destination (PS3.4 Annex B).
+
+It also takes Storage Commitment reports (N-EVENT-REPORT, PS3.4 J.3.3) that a destination
+sends on an association of its own, and hands them to the commitment registry.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 from pacsmig.dicomnet.ae import make_ae
+from pacsmig.dicomnet.commitment import STORAGE_COMMITMENT_PUSH, handle_event_report
 from pacsmig.dicomnet.contexts import scp_syntax_preference
 from pacsmig.dicomnet.received import InstanceSink, store_to_sink
 from pacsmig.dicomnet.tls import TlsConfig, server_context
@@ -17,7 +22,12 @@ from pacsmig.errors import PacsError
 log = logging.getLogger(__name__)
 
 
-def _handle_store(event: Any, sink_ref: list[InstanceSink | None]) -> int:
+def _handle_store(
+    event: Any, sink_ref: list[InstanceSink | None], reporters: frozenset[str]
+) -> int:
+    if str(event.assoc.requestor.ae_title) in reporters:
+        # Admitted only to report storage commitment: a destination must not feed the spool.
+        return 0x0124
     return store_to_sink(event, sink_ref[0])
 
 
@@ -33,7 +43,10 @@ class StorageSCP:
         allowed_calling: list[str],
         timeout: float,
         tls: TlsConfig | None = None,
+        commitment_from: list[str] | None = None,
     ) -> None:
+        """commitment_from: AE titles (the destination) admitted to send storage commitment
+        reports only; their C-STOREs are refused."""
         self._ssl = server_context(tls) if tls is not None else None
         self.ae_title = ae_title
         self.port = port
@@ -41,10 +54,13 @@ class StorageSCP:
         self._ae = make_ae(ae_title, timeout)
         self._ae.require_called_aet = True
         # Only the configured source may push into the migration.
-        self._ae.require_calling_aet = list(allowed_calling)
+        self._reporters = frozenset(commitment_from or ()) - set(allowed_calling)
+        self._ae.require_calling_aet = [*allowed_calling, *sorted(self._reporters)]
         syntaxes = scp_syntax_preference(ALL_TRANSFER_SYNTAXES)
         for cx in AllStoragePresentationContexts:
             self._ae.add_supported_context(str(cx.abstract_syntax), syntaxes)
+        # Either role: a reporting peer may propose SCP/SCU role selection or none.
+        self._ae.add_supported_context(STORAGE_COMMITMENT_PUSH, scu_role=True, scp_role=True)
         self._sink: list[InstanceSink | None] = [None]
         self._server: Any = None
         self._lock = threading.Lock()
@@ -54,7 +70,10 @@ class StorageSCP:
             self._sink[0] = sink
 
     def start(self) -> None:
-        handlers: list[Any] = [(evt.EVT_C_STORE, _handle_store, [self._sink])]
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, _handle_store, [self._sink, self._reporters]),
+            (evt.EVT_N_EVENT_REPORT, handle_event_report),
+        ]
         try:
             self._server = self._ae.start_server(
                 (self.bind, self.port), block=False, evt_handlers=handlers, ssl_context=self._ssl

@@ -31,6 +31,9 @@ class StoreOutcome:
     category: Category
     code: int | None
     comment: str = ""
+    # The transfer syntax the instance travelled in ("" when it was not sent): the executor
+    # journals "transcoded X -> Y" when it differs from the stored one.
+    sent_syntax: str = ""
 
     @property
     def stored(self) -> bool:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import dataclasses
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import _config
 
+from pacsmig.apply.transcode import TranscodeError, syntax_candidates, transcode, wanted_syntaxes
 from pacsmig.dicomnet.ae import Peer, associate
-from pacsmig.dicomnet.contexts import UNCOMPRESSED_ALL, send_contexts
+from pacsmig.dicomnet.contexts import UNCOMPRESSED, send_contexts
 from pacsmig.dicomnet.status import StoreOutcome, classify_store
 from pacsmig.errors import PacsError
+from pacsmig.spec.model import LossyPolicy
 
 # Send files as their encoded bytes, in chunks: nothing is decoded that needs no change.
 _config.STORE_SEND_CHUNKED_DATASET = True
@@ -27,62 +30,114 @@ class DestinationUnavailable(PacsError):
 
 
 class StoreSession:
-    """An association to the destination carrying C-STORE requests."""
+    """An association to the destination carrying C-STORE requests.
 
-    def __init__(self, assoc: Any, peer: Peer) -> None:
+    `preferred` and `lossy` are the destination's transfer syntax wishes from the spec
+    (``Destination.syntaxes`` and ``Destination.lossy``); see
+    ``pacsmig.apply.transcode.choose_syntax`` for how each instance's syntax is chosen.
+    """
+
+    def __init__(
+        self,
+        assoc: Any,
+        peer: Peer,
+        *,
+        preferred: Sequence[str] = (),
+        lossy: LossyPolicy | None = None,
+    ) -> None:
         self._assoc = assoc
         self._peer = peer
         self._msg_id = 0
-        self._accepted: dict[tuple[str, str], Any] = {}
-        self._classes: set[str] = set()
+        self._preferred = tuple(str(ts) for ts in preferred)
+        self._lossy = lossy
+        self._syntaxes: dict[str, list[str]] = {}
         for cx in assoc.accepted_contexts:
-            self._accepted[(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))] = cx
-            self._classes.add(str(cx.abstract_syntax))
+            sop_class, ts = str(cx.abstract_syntax), str(cx.transfer_syntax[0])
+            accepted = self._syntaxes.setdefault(sop_class, [])
+            if ts not in accepted:
+                accepted.append(ts)
 
     @property
     def is_established(self) -> bool:
         return bool(self._assoc.is_established)
+
+    def accepted_syntaxes(self, sop_class: str) -> tuple[str, ...]:
+        """The transfer syntaxes the destination accepted for this SOP class."""
+        return tuple(self._syntaxes.get(sop_class, ()))
 
     def _next_id(self) -> int:
         self._msg_id = self._msg_id % 65535 + 1
         return self._msg_id
 
     def send_file(self, path: Path, sop_class: str, transfer_syntax: str) -> StoreOutcome:
-        """Send one file; a refused context is a failure outcome, never an exception."""
+        """Send one file, converted where the destination or the spec asks for it.
+
+        The file goes as its own bytes when its syntax was accepted and neither a preferred
+        syntax nor the lossy policy asks for another; otherwise it is transcoded in memory
+        (same SOP Instance UID) into the first accepted syntax its pixels fit. The outcome's
+        `sent_syntax` says which. A refused class or syntax, or pixels that cannot be
+        converted, are failure outcomes, never exceptions.
+        """
         if not self._assoc.is_established:
             return StoreOutcome(category="in_doubt", code=None, comment=_LOST)
-        if (sop_class, transfer_syntax) in self._accepted:
-            return self._send(path)
-        if sop_class not in self._classes:
+        accepted = self._syntaxes.get(sop_class)
+        if not accepted:
             return StoreOutcome(
                 category="failure",
                 code=None,
                 comment=f"unsupported_by_destination: SOP class {sop_class} not accepted",
             )
-        return self._send_converted(path, sop_class, transfer_syntax)
-
-    def _send_converted(self, path: Path, sop_class: str, transfer_syntax: str) -> StoreOutcome:
-        # The destination refused the instance's own syntax but accepts an uncompressed one
-        # for its SOP class: decode (and decompress where needed) and let pynetdicom encode.
-        try:
-            ds = dcmread(path)
-            if UID(transfer_syntax) not in UNCOMPRESSED_ALL:
-                # pydicom 3 mints a new SOP Instance UID by default: the instance must keep its own.
-                ds.decompress(generate_instance_uid=False)
-            else:
-                ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        except Exception as exc:
+        stored = str(transfer_syntax)
+        candidates = syntax_candidates(
+            stored, accepted, preferred=self._preferred, lossy=self._lossy
+        )
+        if not candidates:
             return StoreOutcome(
                 category="failure",
                 code=None,
                 comment=(
-                    "unsupported_by_destination: transfer syntax "
-                    f"{transfer_syntax} refused and cannot be decoded ({type(exc).__name__})"
+                    f"unsupported_by_destination: transfer syntax {stored} refused and not "
+                    f"convertible to one the destination accepts ({', '.join(accepted)})"
                 ),
             )
-        return self._send(ds)
+        if candidates[0] == stored:
+            return self._send(path, stored)
+        return self._send_converted(path, stored, candidates)
 
-    def _send(self, what: Path | Any) -> StoreOutcome:
+    def _send_converted(self, path: Path, stored: str, candidates: list[str]) -> StoreOutcome:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return StoreOutcome(
+                category="failure",
+                code=None,
+                comment=f"transcode_failed: cannot read the spooled file ({exc.strerror})",
+            )
+        problems: list[str] = []
+        for ts in candidates:
+            if ts == stored:
+                # The conversions the spec asked for do not fit these pixels; the stored
+                # syntax is accepted, so the instance goes as it is.
+                return self._send(path, stored)
+            try:
+                converted = transcode(data, ts, lossy=self._lossy)
+            except TranscodeError as exc:
+                problems.append(str(exc))
+                continue
+            try:
+                return self._send(dcmread(io.BytesIO(converted)), ts)
+            except (ValueError, AttributeError) as exc:
+                # pynetdicom could not encode the converted data set for the wire.
+                problems.append(f"{ts}: cannot be sent ({type(exc).__name__})")
+        return StoreOutcome(
+            category="failure",
+            code=None,
+            comment=f"transcode_failed: {stored} -> {', '.join(candidates)}: {'; '.join(problems)}",
+        )
+
+    def _send(self, what: Path | Any, syntax: str) -> StoreOutcome:
+        # A Dataset read from transcoded bytes is still raw: pynetdicom writes its elements
+        # back as those bytes, in the context of the syntax its File Meta names.
         try:
             status = self._assoc.send_c_store(what, msg_id=self._next_id())
         except RuntimeError:
@@ -91,8 +146,8 @@ class StoreSession:
             # (in doubt), so the caller re-associates instead of the run crashing.
             if self._assoc.is_established:
                 raise
-            return StoreOutcome(category="in_doubt", code=None, comment=_LOST)
-        return self._outcome(status)
+            return StoreOutcome(category="in_doubt", code=None, comment=_LOST, sent_syntax=syntax)
+        return dataclasses.replace(self._outcome(status), sent_syntax=syntax)
 
     def _outcome(self, status: Any) -> StoreOutcome:
         code = getattr(status, "Status", None)
@@ -104,8 +159,26 @@ class StoreSession:
 
 @contextlib.contextmanager
 def open_store(
-    calling_ae_title: str, peer: Peer, pairs: Iterable[tuple[str, str]]
+    calling_ae_title: str,
+    peer: Peer,
+    pairs: Iterable[tuple[str, str]],
+    *,
+    syntaxes: Sequence[str] = (),
+    lossy: LossyPolicy | None = None,
 ) -> Iterator[StoreSession]:
-    """Associate with contexts for these (SOP class, transfer syntax) pairs."""
-    with associate(calling_ae_title, peer, send_contexts(pairs)) as assoc:
-        yield StoreSession(assoc, peer)
+    """Associate with contexts for these (SOP class, transfer syntax) pairs.
+
+    Besides each pair and an uncompressed context per class, every syntax an instance of the
+    class could be converted to (the destination's preferred `syntaxes`, the `lossy` policy's
+    syntax, the lossless ones pacsmig can encode) is proposed in a context of its own, as far
+    as the association has room.
+    """
+    pairs = sorted({(str(c), str(ts)) for c, ts in pairs})
+    extra: dict[str, list[str]] = {}
+    for sop_class, ts in pairs:
+        wanted = extra.setdefault(sop_class, [])
+        for candidate in wanted_syntaxes(ts, preferred=syntaxes, lossy=lossy):
+            if candidate != ts and candidate not in UNCOMPRESSED and candidate not in wanted:
+                wanted.append(candidate)
+    with associate(calling_ae_title, peer, send_contexts(pairs, extra=extra)) as assoc:
+        yield StoreSession(assoc, peer, preferred=syntaxes, lossy=lossy)

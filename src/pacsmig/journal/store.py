@@ -67,10 +67,15 @@ CREATE TABLE IF NOT EXISTS verifications(
   at TEXT NOT NULL,
   PRIMARY KEY(run_id, study_uid)
 );
+CREATE INDEX IF NOT EXISTS verifications_by_study ON verifications(study_uid);
 """
 
 # Instance states. Final ones: sent, present (skipped: already at the destination), failed.
 PLANNED, SENT, PRESENT, FAILED, MISSING = "planned", "sent", "present", "failed", "missing"
+# Reasons verify gives a MISSING instance that the destination still lists: apply must send
+# it again even so (not committed, or its copy there differs from the source's).
+NOT_COMMITTED, DIFFERS_AT_DESTINATION = "not_committed", "differs_at_destination"
+RESEND_REASONS = (NOT_COMMITTED, DIFFERS_AT_DESTINATION)
 
 
 def now() -> str:
@@ -359,26 +364,44 @@ class Journal:
             )
 
     def latest_verification(self) -> tuple[RunRow, dict[str, dict[str, Any]]] | None:
-        runs = [r for r in self.runs("verify") if r.finished_at]
-        if not runs:
+        """The run of the newest verification, and the newest verification of every study.
+
+        Studies are verified by `verify` runs and, as they complete, during `apply` runs
+        (live verification): a study's newest result stands whichever run recorded it.
+        """
+        by_study = self.verification_by_study()
+        if not by_study:
             return None
-        run = runs[-1]
+        newest = max(by_study.values(), key=lambda v: (v["at"], v["run_id"]))
+        runs = {r.run_id: r for r in self.runs()}
+        return runs[newest["run_id"]], by_study
+
+    def verification_by_study(self) -> dict[str, dict[str, Any]]:
+        """study_uid -> its newest verification: status, expected, found, detail, at, run_id."""
         rows = self._conn.execute(
-            "SELECT study_uid, status, expected_instances, found_instances, detail, at "
-            "FROM verifications WHERE run_id=?",
-            (run.run_id,),
+            "SELECT study_uid, status, expected_instances, found_instances, detail, at, run_id "
+            "FROM verifications WHERE rowid IN "
+            "(SELECT MAX(rowid) FROM verifications GROUP BY study_uid)"
         )
-        out = {
+        return {
             r[0]: {
                 "status": r[1],
                 "expected": r[2],
                 "found": r[3],
                 "detail": json.loads(r[4]),
                 "at": r[5],
+                "run_id": r[6],
             }
             for r in rows
         }
-        return run, out
+
+    def needs_resend(self, study_uid: str) -> set[str]:
+        """Instances of a study that apply must send again although the destination lists
+        them: verify found them not committed, or different from the source's copy."""
+        marks = ",".join("?" * len(RESEND_REASONS))
+        sql = f"SELECT sop_uid FROM instances WHERE study_uid=? AND state=? AND reason IN ({marks})"  # noqa: S608  # nosec B608
+        rows = self._conn.execute(sql, (study_uid, MISSING, *RESEND_REASONS))
+        return {r[0] for r in rows}
 
     # -- helpers ------------------------------------------------------------------------
     class _Tx:

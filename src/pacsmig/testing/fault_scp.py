@@ -9,6 +9,10 @@ Associations can be rejected, permanently or transiently, for a number of attemp
 It records every C-STORE request it receives and every instance it keeps, and answers C-ECHO
 and a basic Study Root C-FIND (STUDY, SERIES, IMAGE) over what it kept, so pacsmig can use it
 as its destination. Everything runs in-process on a free loopback port; `close()` stops it.
+
+With `storage_commitment(...)` it is also a Storage Commitment Push Model SCP (PS3.4 Annex J):
+it answers N-ACTION, then reports on the same association, on one it opens to a given AE, or
+never; instances it did not keep, and those scripted to fail, are reported failed.
 """
 
 from __future__ import annotations
@@ -26,15 +30,23 @@ from typing import Any, Literal, Self
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    build_role,
+    evt,
+)
 from pynetdicom.association import Association
 
 from pacsmig.dicomnet import _patches
+from pacsmig.dicomnet.commitment import STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH
 from pacsmig.dicomnet.contexts import STUDY_ROOT_FIND
 from pacsmig.testing.servers import LOOPBACK, free_port
 
 __all__ = [
     "Behaviour",
+    "CommitmentRequest",
     "FaultSCP",
     "StoreAttempt",
     "abort",
@@ -46,6 +58,7 @@ __all__ = [
 VERIFICATION = "1.2.840.10008.1.1"
 
 Action = Literal["status", "raise", "delay", "abort"]
+CommitmentMode = Literal["same", "separate", "none", "refuse"]
 
 
 def _keeps(status: int) -> bool:
@@ -108,6 +121,24 @@ class StoreAttempt:
     action: Action
     status: int | None  # the status answered; None when no answer was sent
     kept: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitmentRequest:
+    """One N-ACTION the SCP received, and what it reported (None: no report sent)."""
+
+    transaction_uid: str
+    sop_uids: tuple[str, ...]
+    calling_ae_title: str
+    reported_failed: tuple[str, ...] | None = None
+
+
+@dataclass(slots=True)
+class _Commitment:
+    mode: CommitmentMode
+    fail: dict[str, int]
+    report_to: tuple[str, str, int] | None
+    delay: float
 
 
 @dataclass(slots=True)
@@ -192,9 +223,11 @@ class FaultSCP:
         timeout: float = 30.0,
         transfer_syntaxes: list[str] | None = None,
         refuse_sop_classes: list[str] | None = None,
+        commitment: bool = False,
     ) -> None:
         """transfer_syntaxes / refuse_sop_classes narrow what the SCP accepts (PACS that
-        store only some syntaxes or object types)."""
+        store only some syntaxes or object types); commitment offers Storage Commitment (its
+        behaviour set by `storage_commitment`, refusing every request until then)."""
         self.ae_title = ae_title
         self.host = LOOPBACK
         self.port = port if port is not None else free_port()
@@ -207,6 +240,8 @@ class FaultSCP:
         self._attempts: list[StoreAttempt] = []
         self.associations_requested = 0
         self.associations_rejected = 0
+        self._commitment: _Commitment | None = None
+        self._commit_requests: list[CommitmentRequest] = []
         self._ae = _ScriptedAE(ae_title, self)
         self._ae.require_called_aet = True
         if allowed_calling:
@@ -222,6 +257,9 @@ class FaultSCP:
                 self._ae.add_supported_context(str(cx.abstract_syntax), syntaxes)
         self._ae.add_supported_context(STUDY_ROOT_FIND)
         self._ae.add_supported_context(VERIFICATION)
+        if commitment:
+            # pynetdicom copies the supported contexts when the server starts.
+            self._ae.add_supported_context(STORAGE_COMMITMENT_PUSH, scu_role=True, scp_role=True)
         self._server: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -231,6 +269,7 @@ class FaultSCP:
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_N_ACTION, self._on_n_action),
         ]
         self._server = self._ae.start_server(
             (self.host, self.port), block=False, evt_handlers=handlers
@@ -277,6 +316,32 @@ class FaultSCP:
         """
         with self._lock:
             self._reject.append(("transient" if transient else "permanent", count, storage_only))
+
+    def storage_commitment(
+        self,
+        mode: CommitmentMode,
+        *,
+        fail: dict[str, int] | None = None,
+        report_to: tuple[str, str, int] | None = None,
+        delay: float = 0.05,
+    ) -> None:
+        """How to answer storage commitment requests (construct with commitment=True).
+
+        mode: "same" reports on the requesting association (`delay` seconds after answering
+        the N-ACTION), "separate" on a new association to `report_to` (AE title, host, port),
+        "none" never reports, "refuse" answers the N-ACTION with 0x0110. `fail` maps SOP
+        Instance UIDs to the Failure Reason to report; instances not kept fail with 0x0112.
+        """
+        if mode == "separate" and report_to is None:
+            raise ValueError("a separate-association report needs report_to")
+        with self._lock:
+            self._commitment = _Commitment(
+                mode=mode, fail=dict(fail or {}), report_to=report_to, delay=delay
+            )
+
+    def commitment_requests(self) -> list[CommitmentRequest]:
+        with self._lock:
+            return list(self._commit_requests)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -392,6 +457,84 @@ class FaultSCP:
             return rsp
         return behaviour.status
 
+    # -- storage commitment ---------------------------------------------------------------
+    def _on_n_action(self, event: Any) -> tuple[int, Dataset | None]:
+        with self._lock:
+            script = self._commitment
+            kept = set(self._kept)
+        info: Dataset = event.action_information
+        refs = [
+            (str(r.ReferencedSOPClassUID), str(r.ReferencedSOPInstanceUID))
+            for r in info.get("ReferencedSOPSequence", [])
+        ]
+        request = CommitmentRequest(
+            transaction_uid=str(info.TransactionUID),
+            sop_uids=tuple(uid for _, uid in refs),
+            calling_ae_title=str(event.assoc.requestor.ae_title),
+        )
+        if script is None or script.mode == "refuse":
+            self._record_commit(request)
+            return 0x0110, None
+        failed = {
+            uid: script.fail.get(uid, 0x0112)
+            for _, uid in refs
+            if uid in script.fail or uid not in kept
+        }
+        report = Dataset()
+        report.TransactionUID = request.transaction_uid
+        report.ReferencedSOPSequence = [_ref(c, u) for c, u in refs if u not in failed]
+        if failed:
+            report.FailedSOPSequence = [_ref(c, u, failed[u]) for c, u in refs if u in failed]
+        event_type = 2 if failed else 1
+        if script.mode == "none":
+            self._record_commit(request)
+        else:
+            self._record_commit(request, tuple(sorted(failed)))
+            threading.Thread(
+                target=self._report,
+                args=(script, event.assoc, report, event_type),
+                daemon=True,
+            ).start()
+        return 0x0000, None
+
+    def _record_commit(
+        self, request: CommitmentRequest, failed: tuple[str, ...] | None = None
+    ) -> None:
+        with self._lock:
+            self._commit_requests.append(
+                CommitmentRequest(
+                    transaction_uid=request.transaction_uid,
+                    sop_uids=request.sop_uids,
+                    calling_ae_title=request.calling_ae_title,
+                    reported_failed=failed,
+                )
+            )
+
+    def _report(self, script: _Commitment, assoc: Any, report: Dataset, event_type: int) -> None:
+        # After the N-ACTION response has gone out: the handler must return first.
+        if self._closing.wait(script.delay):
+            return
+        if script.mode == "same":
+            assoc.send_n_event_report(
+                report, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
+            )
+            return
+        assert script.report_to is not None
+        aet, host, port = script.report_to
+        ae = AE(ae_title=self.ae_title)
+        # The requestor of this association is the commitment SCP: it must say so.
+        ae.add_requested_context(STORAGE_COMMITMENT_PUSH)
+        roles: list[Any] = [build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)]
+        out = ae.associate(host, port, ae_title=aet, ext_neg=roles)
+        if out.is_established:
+            try:
+                out.send_n_event_report(
+                    report, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
+                )
+            finally:
+                out.release()
+        ae.shutdown()
+
     # -- C-FIND -------------------------------------------------------------------------
     def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
         query: Dataset = event.identifier
@@ -417,6 +560,15 @@ _NOT_MATCHED = {
     "ModalitiesInStudy",
 }
 _UIDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"}
+
+
+def _ref(sop_class: str, sop_uid: str, reason: int | None = None) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class
+    item.ReferencedSOPInstanceUID = sop_uid
+    if reason is not None:
+        item.FailureReason = reason
+    return item
 
 
 def _values(value: Any) -> list[str]:

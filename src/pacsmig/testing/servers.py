@@ -208,11 +208,13 @@ def _process_group_members(pgid: int) -> set[int]:
     return members
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(tcp_nodelay: bool = True) -> dict[str, str]:
     env = dict(os.environ)
     # DCMTK and Orthanc read TCP_NODELAY; without it small DIMSE PDUs sit in
-    # Nagle's buffer and benchmarks measure 40 ms delayed-ACK stalls.
-    env["TCP_NODELAY"] = "1"
+    # Nagle's buffer and benchmarks measure 40 ms delayed-ACK stalls.  "0"
+    # rather than unset for Nagle on: a DCMTK built without
+    # DONT_DISABLE_NAGLE_ALGORITHM disables Nagle unless told "0".
+    env["TCP_NODELAY"] = "1" if tcp_nodelay else "0"
     return env
 
 
@@ -281,8 +283,11 @@ class ManagedProcess:
     #: file name of the combined stdout/stderr log inside the work directory
     log_name = "server.log"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, tcp_nodelay: bool = True) -> None:
         self.workdir = Path(workdir).resolve()
+        #: False starts the server with Nagle's algorithm on (benchmarks only);
+        #: read at each (re)start.
+        self.tcp_nodelay = tcp_nodelay
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / self.log_name
         self._proc: subprocess.Popen[bytes] | None = None
@@ -324,7 +329,7 @@ class ManagedProcess:
             self._proc = subprocess.Popen(
                 self._command(),
                 cwd=self.workdir,
-                env=_child_env(),
+                env=_child_env(self.tcp_nodelay),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -510,8 +515,9 @@ class OrthancServer(ManagedProcess):
         *,
         verbose: bool = False,
         rest_timeout: float = 60.0,
+        tcp_nodelay: bool = True,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, tcp_nodelay=tcp_nodelay)
         self.aet = _check_aet(aet)
         self.host = LOOPBACK
         self.dicom_port = dicom_port if dicom_port is not None else free_port()
@@ -1087,8 +1093,9 @@ class DcmqrscpServer(ManagedProcess):
         max_pdu: int = 65536,
         max_associations: int = 16,
         verbose: bool = False,
+        tcp_nodelay: bool = True,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, tcp_nodelay=tcp_nodelay)
         self.aet = _check_aet(aet)
         self.host = LOOPBACK
         self.port = port if port is not None else free_port()
@@ -1241,8 +1248,9 @@ class StoreSCPServer(ManagedProcess):
         fork: bool = False,
         output_dir: Path | None = None,
         verbose: bool = False,
+        tcp_nodelay: bool = True,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, tcp_nodelay=tcp_nodelay)
         self.aet = _check_aet(aet)
         self.host = LOOPBACK
         self.port = port if port is not None else free_port()
@@ -1300,11 +1308,15 @@ def run_dcmtk(
     log_path: Path | None = None,
     check: bool = True,
     timeout: float = 300.0,
+    tcp_nodelay: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a DCMTK tool; its output is appended to ``log_path`` if given."""
+    """Run a DCMTK tool; its output is appended to ``log_path`` if given.
+
+    ``tcp_nodelay=False`` runs it with Nagle's algorithm on (benchmarks only).
+    """
     proc = subprocess.run(
         [dcmtk_tool(tool), *args],
-        env=_child_env(),
+        env=_child_env(tcp_nodelay),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -1358,6 +1370,7 @@ def dcmtk_storescu(
     calling_aet: str = "STORESCU",
     log_path: Path | None = None,
     batch_size: int = 200,
+    tcp_nodelay: bool = True,
 ) -> list[subprocess.CompletedProcess[str]]:
     """C-STORE files with DCMTK ``storescu``, one run per transfer syntax.
 
@@ -1382,7 +1395,9 @@ def dcmtk_storescu(
             args = [*flags, "-R", "-nh", "-aet", _check_aet(calling_aet)]
             args += ["-aec", _check_aet(called_aet), host, str(port)]
             args += paths[start : start + batch_size]
-            results.append(run_dcmtk("storescu", args, log_path=log_path, check=False))
+            results.append(
+                run_dcmtk("storescu", args, log_path=log_path, check=False, tcp_nodelay=tcp_nodelay)
+            )
     return results
 
 
@@ -1444,11 +1459,12 @@ def dcmtk_movescu(
     calling_aet: str = "MOVESCU",
     model: str = "study",
     check: bool = True,
+    tcp_nodelay: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Ask ``called_aet`` to C-MOVE the matching instances to AE ``destination``."""
     args = _qr_args(called_aet, calling_aet, level, keys, model)
     args += ["-aem", _check_aet(destination), host, str(port)]
-    return run_dcmtk("movescu", args, check=check)
+    return run_dcmtk("movescu", args, check=check, tcp_nodelay=tcp_nodelay)
 
 
 def dcmtk_getscu(

@@ -8,17 +8,29 @@ from pathlib import Path
 from typing import Any
 
 from pacsmig.apply.sources import DimseAccess, FilesystemAccess, SourceAccess
-from pacsmig.dicomnet.find import FindSession, open_find
+from pacsmig.dicomnet.find import FindSession
 from pacsmig.errors import PacsmigError
-from pacsmig.inventory.dimse import peer_of
-from pacsmig.journal.store import MISSING, Journal
-from pacsmig.plan.codec import fingerprint
+from pacsmig.inventory.model import InstanceRecord
+from pacsmig.journal.store import Journal
 from pacsmig.plan.model import Plan, StudyAction
 from pacsmig.spec.load import spec_of_plan
 from pacsmig.spec.model import FilesystemSource
+from pacsmig.verify.results import CommitmentCheck, ImageCheck, InstanceSetCheck
 
 VERIFIED, MISSING_STATUS, NOT_FOUND = "verified", "missing", "not_found"
 ATTRIBUTES_DIFFER = "attributes_differ"
+IMAGES_DIFFER, NOT_COMMITTED, ERROR = "images_differ", "not_committed", "error"
+# A study's status is the first of these that applies: definite findings before a level that
+# could not run.
+STATUS_ORDER = (
+    NOT_FOUND,
+    MISSING_STATUS,
+    ATTRIBUTES_DIFFER,
+    IMAGES_DIFFER,
+    NOT_COMMITTED,
+    ERROR,
+    VERIFIED,
+)
 
 # (DICOM keyword, StudyAction field): what the destination's study-level C-FIND must return.
 CHECKED_ATTRIBUTES = (
@@ -59,13 +71,19 @@ class SeriesCheck:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StudyCheck:
     study_uid: str
-    status: str  # verified | missing | not_found
+    # verified | missing | not_found | attributes_differ | images_differ | not_committed | error
+    status: str
     expected_instances: int
     found_instances: int
     series: tuple[SeriesCheck, ...] = ()
     extra_instances: int = 0
     attributes: tuple[AttributeDiff, ...] = ()
     note: str = ""
+    # The levels that ran, and what the levels beyond counts found (None: not run).
+    levels: tuple[str, ...] = ()
+    instance_set: InstanceSetCheck | None = None
+    images: ImageCheck | None = None
+    commitment: CommitmentCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -112,11 +130,16 @@ class _SourceLookup:
 
     def instances(self, study_uid: str, series_uid: str) -> set[str]:
         if study_uid not in self._cache:
-            by_series: dict[str, set[str]] = {}
-            for inst in self._access().instances(study_uid):
-                by_series.setdefault(inst.series_uid, set()).add(inst.sop_uid)
-            self._cache[study_uid] = by_series
+            self.study_instances(study_uid)
         return self._cache[study_uid].get(series_uid, set())
+
+    def study_instances(self, study_uid: str) -> list[InstanceRecord]:
+        records = self._access().instances(study_uid)
+        by_series: dict[str, set[str]] = {}
+        for inst in records:
+            by_series.setdefault(inst.series_uid, set()).add(inst.sop_uid)
+        self._cache[study_uid] = by_series
+        return records
 
     def _access(self) -> SourceAccess:
         src = self._spec.source
@@ -225,43 +248,26 @@ def verify_plan(
     progress: Progress | None = None,
     *,
     index_path: Path | None = None,
+    levels: tuple[str, ...] | None = None,
+    image_sample: float | int | None = None,
 ) -> VerifyResult:
-    spec = spec_of_plan(plan.header.spec, plan.header.base_dir)
-    dest_peer = peer_of(spec.destination, "destination")
-    todo = planned_for_destination(plan)
-    run_id = journal.start_run("verify", fingerprint(plan), None)
-    checks: list[StudyCheck] = []
-    source = _SourceLookup(plan, index_path)
-    outcome = "failed"
-    try:
-        with open_find(spec.local.ae_title, dest_peer) as dest:
-            for n, action in enumerate(todo, 1):
-                known: dict[str, set[str]] = {}
-                for row in journal.instances(action.study_uid):
-                    known.setdefault(row.series_uid, set()).add(row.sop_uid)
-                check = check_study(action, dest, known, source)
-                checks.append(check)
-                journal.record_verification(
-                    run_id,
-                    action.study_uid,
-                    check.status,
-                    check.expected_instances,
-                    check.found_instances,
-                    _detail(check),
-                )
-                if check.missing:
-                    journal.set_instances(run_id, check.missing, MISSING, "not_at_destination")
-                if progress:
-                    progress(n, len(todo))
-        result = VerifyResult(run_id=run_id, checks=tuple(checks))
-        outcome = "ok" if result.ok else "mismatch"
-        return result
-    finally:
-        source.close()
-        journal.finish_run(run_id, outcome)
+    """Verify at the spec's levels (or those given): see pacsmig.verify.levels."""
+    from pacsmig.verify.levels import verify_plan as run
+
+    return run(
+        plan, journal, progress, index_path=index_path, levels=levels, image_sample=image_sample
+    )
 
 
-def _detail(check: StudyCheck) -> dict[str, Any]:
-    d = asdict(check)
+_LEVEL_FIELDS = ("levels", "instance_set", "images", "commitment")
+
+
+def detail_of(check: StudyCheck) -> dict[str, Any]:
+    """The per-study detail the journal keeps and the report reads (keys are a contract)."""
+    d = {k: v for k, v in asdict(check).items() if k not in _LEVEL_FIELDS}
     d.pop("study_uid")
+    d["levels"] = list(check.levels)
+    d["instances"] = check.instance_set.detail() if check.instance_set is not None else None
+    d["images"] = check.images.detail() if check.images is not None else None
+    d["commitment"] = check.commitment.detail() if check.commitment is not None else None
     return d
