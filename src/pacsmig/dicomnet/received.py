@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,41 @@ class ReceivedInstance:
 InstanceSink = Callable[[ReceivedInstance], bool]
 
 
+def _element(group_elem: tuple[int, int], vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH", *group_elem) + vr + struct.pack("<H", len(value)) + value
+
+
+def _uid(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def part10_header(sop_class_uid: str, sop_uid: str, transfer_syntax: str) -> bytes:
+    """Preamble, prefix and File Meta Information (PS3.10 7.1) for a received instance.
+
+    Byte for byte what pynetdicom's `Event.encoded_dataset()` writes, built directly: that
+    goes through a pydicom FileMetaDataset and cost about 1 ms of the receiving process's
+    CPU per instance, measured, while the whole receive path is a few ms.
+    """
+    body = b"".join(
+        (
+            struct.pack("<HH", 0x0002, 0x0001) + b"OB\0\0" + struct.pack("<I", 2) + b"\0\1",
+            _element((0x0002, 0x0002), b"UI", _uid(sop_class_uid)),
+            _element((0x0002, 0x0003), b"UI", _uid(sop_uid)),
+            _element((0x0002, 0x0010), b"UI", _uid(transfer_syntax)),
+            _element((0x0002, 0x0012), b"UI", _uid(PYNETDICOM_IMPLEMENTATION_UID)),
+            _element((0x0002, 0x0013), b"SH", _sh(PYNETDICOM_IMPLEMENTATION_VERSION)),
+        )
+    )
+    length = _element((0x0002, 0x0000), b"UL", struct.pack("<I", len(body)))
+    return b"\0" * 128 + b"DICM" + length + body
+
+
+def _sh(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b" " if len(raw) % 2 else raw
+
+
 def store_to_sink(event: Any, sink: InstanceSink | None) -> int:
     """An EVT_C_STORE handler body: hand the encoded dataset to sink, answer a status."""
     if sink is None:
@@ -32,7 +70,12 @@ def store_to_sink(event: Any, sink: InstanceSink | None) -> int:
             sop_uid=str(event.request.AffectedSOPInstanceUID),
             sop_class_uid=str(event.request.AffectedSOPClassUID),
             transfer_syntax=str(event.context.transfer_syntax),
-            data=event.encoded_dataset(include_meta=True),
+            data=part10_header(
+                str(event.request.AffectedSOPClassUID),
+                str(event.request.AffectedSOPInstanceUID),
+                str(event.context.transfer_syntax),
+            )
+            + event.encoded_dataset(include_meta=False),
         )
         return 0x0000 if sink(item) else 0xA700
     except Exception as exc:  # the peer must get a status, never a dropped association

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from pacsmig.reconcile.normalize import id_key, normalize_id
 # The orders file is read with exactly the conventions of the order reader (encoding,
 # delimiter detection, header matching, record line numbers), so the column seen here is the
 # one a person sees in the same export.
-from pacsmig.reconcile.orders import _header_key, _numbered_rows, _pick_delimiter, _read_text
+from pacsmig.reconcile.orders import _header_key, _read_text, csv_records
 from pacsmig.spec.model import Priority, RisSpec
 
 PATIENT_COLUMN: Final = "patient_id"
@@ -119,17 +118,7 @@ def order_column_values(ris: RisSpec, column: str) -> dict[str, str]:
         )
     path = ris.orders
     id_column = ris.columns.get("order_id", "order_id")
-    text = _read_text(path, "utf-8-sig")
-    first_line = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if not first_line:
-        raise InputError(f"{path.name}: empty file, no header")
-    delimiter = _pick_delimiter(first_line, [id_column, column])
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    rows = _numbered_rows(reader, path.name)
-    try:
-        header_line, header = next(rows)
-    except StopIteration:
-        raise InputError(f"{path.name}: empty file, no header") from None
+    header_line, header, rows = csv_records(path, "utf-8-sig", [id_column, column])
     keys = [_header_key(h) for h in header]
     positions = []
     for name, what in ((id_column, "order_id"), (column, "priority.orders_column")):

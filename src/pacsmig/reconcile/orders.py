@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Final
@@ -167,6 +167,27 @@ def _pick_delimiter(first_line: str, wanted: list[str]) -> str:
     return ","
 
 
+def csv_records(
+    path: Path, encoding: str, columns: Sequence[str]
+) -> tuple[int, list[str], Iterator[tuple[int, list[str]]]]:
+    """Open a CSV export: (header line number, header cells, numbered data records).
+
+    The delimiter is the first of , ; TAB | under which the header holds all `columns`.
+    """
+    text = _read_text(path, encoding)
+    first_line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    if not first_line:
+        raise InputError(f"{path.name}: empty file, no header")
+    delimiter = _pick_delimiter(first_line, list(columns))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows = _numbered_rows(reader, path.name)
+    try:
+        header_line, header = next(rows)
+    except StopIteration:
+        raise InputError(f"{path.name}: empty file, no header") from None
+    return header_line, header, rows
+
+
 def read_orders_csv(
     path: str | Path,
     columns: Mapping[str, str] | RisColumns,
@@ -183,18 +204,7 @@ def read_orders_csv(
     path = Path(path)
     mapping = columns if isinstance(columns, RisColumns) else RisColumns.from_mapping(columns)
     wanted = mapping.mapped()
-    text = _read_text(path, encoding)
-    first_line = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if not first_line:
-        raise InputError(f"{path.name}: empty file, no header")
-    delimiter = _pick_delimiter(first_line, [c for _, c in wanted])
-
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    rows = _numbered_rows(reader, path.name)
-    try:
-        header_line, header = next(rows)
-    except StopIteration:
-        raise InputError(f"{path.name}: empty file, no header") from None
+    header_line, header, rows = csv_records(path, encoding, [c for _, c in wanted])
 
     index: dict[str, int] = {}
     for i, name in enumerate(header):

@@ -224,7 +224,11 @@ class StudyVerifier:
         if check.status == NOT_FOUND:
             return dataclasses.replace(check, levels=tuple(levels)), expected, found
         if opts.needs_instances:
-            found = dest.study_instances(action.study_uid)
+            # SOP classes cost the destination a read of every instance (Orthanc): ask for
+            # them only when images or commitment need them.
+            found = dest.study_instances(
+                action.study_uid, with_class=opts.has("images") or opts.has("commitment")
+            )
             series, instance_set = instance_check(action, expected, found)
             check = dataclasses.replace(check, series=series)
             if opts.has("instances"):
