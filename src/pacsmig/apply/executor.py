@@ -44,6 +44,7 @@ from pacsmig.plan.codec import fingerprint
 from pacsmig.plan.model import Plan, StudyAction
 from pacsmig.spec.load import spec_of_plan
 from pacsmig.spec.model import DimseSource, Spec
+from pacsmig.verify.live import LiveVerifier, LiveVerifierProcess, needs_apply_process
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,19 @@ class Executor:
                     stack.callback(self._close_pool)
                     # Before any thread of ours exists: the workers are forked from here.
                     self._senders()
+                    separate = not needs_apply_process(self.plan)
+                    if separate:
+                        self._verifier = stack.enter_context(
+                            LiveVerifierProcess(
+                                self.plan,
+                                self.journal.path,
+                                index_path=self.index_path,
+                                run_id=run_id,
+                            )
+                        )
                     self._source = stack.enter_context(open_source(self.spec, self.index_path))
-                    self._verifier = stack.enter_context(self._live_verifier(run_id))
+                    if not separate:
+                        self._verifier = stack.enter_context(self._live_verifier(run_id))
                     for action in todo:
                         self._todo.put(action)
                     self._run_pipeline(run_id)
@@ -232,9 +244,7 @@ class Executor:
 
     @contextlib.contextmanager
     def _live_verifier(self, run_id: int) -> Iterator[Any]:
-        """Verify each study as it completes, at the spec's levels, while the next ones move."""
-        from pacsmig.verify.live import LiveVerifier
-
+        """Verification in apply's process, sharing its source access and SCP."""
         with LiveVerifier(
             self.plan,
             self.journal.path,
