@@ -55,6 +55,11 @@ def test_direct_route_moves_source_to_destination_without_relaying(site: Site) -
     assert {
         uid for uid, (state, detail) in rows.items() if state == SENT and detail == "direct"
     } == (expected)
+    # Verified live, from the destination's answer after each move: every study verified.
+    with Journal.open(api.journal_path(plan, read_plan(plan))) as journal:
+        verified = journal.verification_by_study()
+    assert {v["status"] for v in verified.values()} == {"verified"}
+    assert len(verified) == len(json.loads(plan.read_text())["actions"])
 
     # Some instances lost at the destination: the next apply moves only those, by UID.
     lost = sorted(expected)[:3]

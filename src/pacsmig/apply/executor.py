@@ -114,6 +114,7 @@ class _Study:
     failed: int = 0
     closed: bool = False
     queued: set[str] = field(default_factory=set)
+    found: list[InstanceRecord] | None = None  # the destination's answer after a direct move
 
 
 class _Stop(Exception):
@@ -395,8 +396,9 @@ class Executor:
         with self._lock:
             self._studies[uid] = state
         if missing and action.route == "direct":
-            missing = self._direct(journal, run_id, action, instances, missing)
+            missing = self._direct(journal, run_id, state, instances, missing)
         if missing:
+            state.found = None  # relayed instances: the verifier asks the destination itself
             self._relay(journal, run_id, state, instances, missing)
         self._fetch_done(journal, run_id, state)
 
@@ -412,7 +414,10 @@ class Executor:
         self._report()
 
     def _destination_holdings(self, study_uid: str, *, probe: bool = False) -> set[str]:
-        """SOP Instance UIDs the destination holds of a study, retried like a C-STORE would be.
+        return {i.sop_uid for i in self._destination_records(study_uid, probe=probe)}
+
+    def _destination_records(self, study_uid: str, *, probe: bool = False) -> list[InstanceRecord]:
+        """The instances (UIDs and series) the destination holds of a study, retried like a C-STORE would be. the destination holds of a study, retried like a C-STORE would be.
 
         With probe, a study-level count comes first: a study the destination does not hold
         at all (most of a migration) then costs one answer, not one per instance. A
@@ -423,8 +428,8 @@ class Executor:
             try:
                 with open_find(self.calling, self.destination) as finder:
                     if probe and finder.study_instance_count(study_uid) == 0:
-                        return set()
-                    return {i.sop_uid for i in finder.study_instances(study_uid, with_class=False)}
+                        return []
+                    return finder.study_instances(study_uid, with_class=False)
             except AssociationRejected as exc:
                 if not exc.transient or attempt == MAX_ATTEMPTS - 1:
                     raise
@@ -441,7 +446,7 @@ class Executor:
         self,
         journal: Journal,
         run_id: int,
-        action: StudyAction,
+        state: _Study,
         instances: list[InstanceRecord],
         missing: list[InstanceRecord],
     ) -> list[InstanceRecord]:
@@ -451,6 +456,7 @@ class Executor:
         source's sub-operation counts. What still lacks after a second, instance-level move
         goes by relay (the destination may refuse a syntax the source will not convert).
         """
+        action = state.action
         source = self._source
         move_ae = self.spec.destination.move_ae
         assert isinstance(source, DimseAccess) and move_ae
@@ -478,7 +484,7 @@ class Executor:
                 if moved.status not in (0x0000, None):
                     log.info("direct move: %s", moved.describe())
             arrived = self._confirm_arrival(
-                uid, {i.sop_uid for i in missing}, patient=completed > 0
+                state, {i.sop_uid for i in missing}, patient=completed > 0
             )
             if (
                 not arrived
@@ -510,11 +516,17 @@ class Executor:
             log.info("%d instances did not arrive by the direct route; relaying them", len(todo))
         return todo
 
-    def _confirm_arrival(self, study_uid: str, wanted: set[str], *, patient: bool) -> set[str]:
-        """What the destination lists; with patient, re-asks briefly for late indexing."""
+    def _confirm_arrival(self, state: _Study, wanted: set[str], *, patient: bool) -> set[str]:
+        """What the destination lists; with patient, re-asks briefly for late indexing.
+
+        The answer is kept for live verification (it is the destination's own instance-level
+        answer after the move), which then need not ask again.
+        """
         held: set[str] = set()
         for attempt in range(DIRECT_CONFIRM_TRIES if patient else 1):
-            held = self._destination_holdings(study_uid) & wanted
+            records = self._destination_records(state.action.study_uid)
+            state.found = records
+            held = {i.sop_uid for i in records} & wanted
             if held == wanted:
                 break
             time.sleep(0.5 * (attempt + 1))
@@ -673,7 +685,7 @@ class Executor:
             self._studies_done += 1
             self._studies.pop(uid, None)
         if self._verifier is not None:
-            self._verifier.submit(uid)
+            self._verifier.submit(uid, found=state.found)
         self._report()
 
 

@@ -204,12 +204,21 @@ class StudyVerifier:
         return self.lookup.study_instances(action.study_uid)
 
     def verify(
-        self, action: StudyAction, dest: FindSession
+        self,
+        action: StudyAction,
+        dest: FindSession,
+        *,
+        found: Sequence[InstanceRecord] | None = None,
     ) -> tuple[StudyCheck, list[InstanceRecord], list[InstanceRecord]]:
-        """The study's check, with the expected and found instances (for commitment)."""
+        """The study's check, with the expected and found instances (for commitment).
+
+        `found`: the destination's instance-level answer for the study, if one was just
+        taken (UIDs and series only); used unless images or commitment need SOP classes.
+        """
+        hint = found
         opts = self.options
         expected: list[InstanceRecord] = []
-        found: list[InstanceRecord] = []
+        found = []
         if opts.needs_instances:
             expected = self.expected(action)
         else:
@@ -226,8 +235,11 @@ class StudyVerifier:
         if opts.needs_instances:
             # SOP classes cost the destination a read of every instance (Orthanc): ask for
             # them only when images or commitment need them.
-            found = dest.study_instances(
-                action.study_uid, with_class=opts.has("images") or opts.has("commitment")
+            with_class = opts.has("images") or opts.has("commitment")
+            found = (
+                list(hint)
+                if hint is not None and not with_class
+                else dest.study_instances(action.study_uid, with_class=with_class)
             )
             series, instance_set = instance_check(action, expected, found)
             check = dataclasses.replace(check, series=series)

@@ -37,6 +37,7 @@ from pacsmig.apply.sources import SourceAccess, open_source
 from pacsmig.dicomnet.find import open_find
 from pacsmig.errors import PacsmigError
 from pacsmig.inventory.dimse import peer_of
+from pacsmig.inventory.model import InstanceRecord
 from pacsmig.journal.store import Journal
 from pacsmig.plan.model import Plan
 from pacsmig.spec.load import spec_of_plan
@@ -114,6 +115,7 @@ class LiveVerifier:
         self._commits: queue.Queue[tuple[StudyCheck, CommitRequest] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._submitted: list[str] = []
+        self._found: dict[str, list[InstanceRecord]] = {}
         self._finished: dict[str, StudyCheck] = {}
         self._stack = contextlib.ExitStack()
         self._threads: list[threading.Thread] = []
@@ -145,12 +147,19 @@ class LiveVerifier:
         # After an error or Ctrl-C, what is queued stays unverified (pacsmig verify does it).
         self.close(None if exc_type is None else ABORT_WAIT, drain=exc_type is None)
 
-    def submit(self, study_uid: str) -> None:
-        """Verify this study in the background (call when its transfer has ended)."""
+    def submit(self, study_uid: str, found: Sequence[InstanceRecord] | None = None) -> None:
+        """Verify this study in the background (call when its transfer has ended).
+
+        `found`: what an instance-level query of the destination answered after the
+        transfer ended (the direct route's confirmation); the instances level then uses it
+        instead of asking the destination the same question again.
+        """
         if self._closed:
             raise RuntimeError("LiveVerifier is closed")
         with self._lock:
             self._submitted.append(study_uid)
+            if found is not None:
+                self._found[study_uid] = list(found)
         self._studies.put(study_uid)
 
     def close(self, timeout: float | None = None, *, drain: bool = True) -> LiveSummary:
@@ -231,9 +240,11 @@ class LiveVerifier:
             log.warning("live verification: a study that is not in the plan was submitted")
             return
         levels = [x for x in self.options.levels if x != "commitment"]
+        with self._lock:
+            hint = self._found.pop(study_uid, None)
         try:
             with open_find(self.spec.local.ae_title, verifier.destination) as dest:
-                check, expected, found = verifier.verify(action, dest)
+                check, expected, found = verifier.verify(action, dest, found=hint)
         except PacsmigError as exc:
             check, expected, found = error_check(action, levels, str(exc)), [], []
         record(journal, self.run_id, check)
@@ -322,11 +333,11 @@ class LiveVerifierProcess:
     ) -> None:
         self.close(None if exc_type is None else ABORT_WAIT, drain=exc_type is None)
 
-    def submit(self, study_uid: str) -> None:
+    def submit(self, study_uid: str, found: Sequence[InstanceRecord] | None = None) -> None:
         if self._closed:
             raise RuntimeError("LiveVerifier is closed")
         self._submitted += 1
-        self._studies.put(study_uid)
+        self._studies.put((study_uid, None if found is None else list(found)))
 
     def close(self, timeout: float | None = None, *, drain: bool = True) -> LiveSummary:
         if self._closed:
@@ -377,7 +388,7 @@ def _verify_in_process(
             if uid is None:
                 summary.put(live.close())
                 return
-            live.submit(uid)
+            live.submit(*uid)
 
 
 def needs_apply_process(plan: Plan) -> bool:
