@@ -88,3 +88,17 @@ def test_a_permanent_failure_is_reported_per_instance_not_retried(
     codes = sorted(r.outcome.code for r in results if r is not None and r.outcome is not None)
     assert codes == [0xA900] * 3
     assert set(scp.attempt_counts().values()) == {1}
+
+
+def test_more_associations_than_the_destination_allows_lose_nothing(
+    tmp_path: Path, scp: FaultSCP
+) -> None:
+    """A PACS that takes 2 associations, 4 configured: the extra workers wait for a slot.
+
+    Before, their instances spent every attempt on "local limit exceeded" and failed.
+    """
+    files = _files(tmp_path, 3)
+    scp._ae.maximum_associations = 2
+    stats = send_files("PACSMIG", _endpoint(scp), files, associations=4)
+    assert (stats.sent, stats.failed) == (len(files), 0), stats.reasons
+    assert set(scp.attempt_counts().values()) == {1}

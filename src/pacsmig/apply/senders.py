@@ -34,15 +34,18 @@ from pacsmig.spec.model import Endpoint, LossyPolicy
 
 log = logging.getLogger(__name__)
 
-# A worker closes an association idle this long: the peer would time it out anyway, and an
-# association dropped by the peer costs a failed attempt to discover.
-IDLE_CLOSE_SECONDS = 20.0
+# A worker closes an association idle this long: the peer would time it out anyway, an
+# association dropped by the peer costs a failed attempt to discover, and a PACS with an
+# association limit gets the slot back for a worker that waits for one.
+IDLE_CLOSE_SECONDS = 5.0
 # Contexts kept proposed on one association before it is re-opened with only the new ones
 # (an association carries at most 128 presentation contexts).
 MAX_PAIRS = 40
 # Jobs waiting per worker: enough to keep each association busy, few enough that the spool
 # (one file per waiting job) stays small however large the migration.
 QUEUE_PER_WORKER = 8
+# How long a worker that could not associate (one of several) waits before trying again.
+REQUEUE_PAUSE = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,10 +100,18 @@ class SenderPool:
         self._jobs: Any = ctx.Queue(maxsize=max(1, config.associations) * QUEUE_PER_WORKER)
         self._results: Any = ctx.Queue()
         self._failures: Synchronized[int] = ctx.Value("i", 0)
+        self._established: Synchronized[int] = ctx.Value("i", 0)
         self._procs = [
             ctx.Process(
                 target=_worker,
-                args=(config, self._jobs, self._results, self._failures, os.getpid()),
+                args=(
+                    config,
+                    self._jobs,
+                    self._results,
+                    self._failures,
+                    os.getpid(),
+                    self._established,
+                ),
                 name=f"pacsmig-sender-{n}",
                 daemon=True,
             )
@@ -166,7 +177,7 @@ class SenderPool:
 class _Association:
     """The worker's association, re-opened when it is lost or needs other contexts."""
 
-    def __init__(self, config: SenderConfig) -> None:
+    def __init__(self, config: SenderConfig, established: Synchronized[int] | None = None) -> None:
         from pacsmig.inventory.dimse import peer_of
 
         self.config = config
@@ -175,6 +186,18 @@ class _Association:
         self._stack = contextlib.ExitStack()
         self._session: Any = None
         self.last_used = time.monotonic()
+        # Associations the workers hold right now (shared): a refused association while
+        # others stand is the destination's association limit, not an outage.
+        self._established = established
+        self._counted = False
+
+    def others_connected(self) -> bool:
+        return self._established is not None and self._established.value > 0
+
+    def _count(self, delta: int) -> None:
+        if self._established is not None:
+            with self._established.get_lock():
+                self._established.value += delta
 
     def session(self, pair: tuple[str, str]) -> Any:
         from pacsmig.dicomnet.store import open_store
@@ -185,10 +208,15 @@ class _Association:
         if self._session is None or not self._session.is_established:
             self.close()
             self._session = self._stack.enter_context(_open(open_store, self.config, self._pairs))
+            self._count(1)
+            self._counted = True
         self.last_used = time.monotonic()
         return self._session
 
     def close(self) -> None:
+        if self._counted:
+            self._count(-1)
+            self._counted = False
         self._session = None
         with contextlib.suppress(Exception):
             self._stack.close()
@@ -217,6 +245,7 @@ def _worker(
     results: Any,
     failures: Synchronized[int],
     parent_pid: int,
+    established: Synchronized[int],
 ) -> None:
     # Ctrl-C reaches the whole process group; the parent decides what stops and when, and
     # ends a worker with SIGTERM (whose handler, inherited from the CLI, would raise).
@@ -225,7 +254,7 @@ def _worker(
     logging.basicConfig(level=logging.WARNING)
     import pacsmig.dicomnet  # noqa: F401  (applies the pynetdicom patches in this process)
 
-    assoc = _Association(config)
+    assoc = _Association(config, established)
     try:
         while True:
             try:
@@ -288,14 +317,17 @@ def _send_job(
     outcome: StoreOutcome | None = None
     problem = ""
     pair = (job.sop_class_uid, job.transfer_syntax)
-    for attempt in range(config.max_attempts):
+    attempt = 0
+    while attempt < config.max_attempts:
+        attempt += 1
+        no_association = False
         time.sleep(_backoff(config, failures.value))
         try:
             outcome = assoc.session(pair).send_file(path, job.sop_class_uid, job.transfer_syntax)
         except AssociationRejected as exc:
             if not exc.transient:
                 return replace(blank, outcome=None, problem=str(exc), fatal=str(exc))
-            outcome, problem = None, str(exc)
+            outcome, problem, no_association = None, str(exc), True
         except NoAcceptedContexts as exc:
             # The destination takes no object of this kind in any syntax we can offer: a
             # fact about the instance, not a fault of the destination.
@@ -305,7 +337,7 @@ def _send_job(
             )
             break
         except PacsError as exc:  # unreachable, or it dropped the association request
-            outcome, problem = None, str(exc)
+            outcome, problem, no_association = None, str(exc), True
         else:
             if outcome.stored or not outcome.transient:
                 with failures.get_lock():
@@ -315,10 +347,18 @@ def _send_job(
             # Fresh association for the next attempt: a lost answer leaves this one unusable,
             # and some PACSes free resources only when an association ends.
             assoc.close()
+        if no_association and config.associations > 1 and assoc.others_connected():
+            # A PACS that takes fewer associations than configured refuses the extra ones
+            # ("local limit exceeded") while the others work: neither the instance nor the
+            # destination is at fault. This worker waits for a free slot without spending
+            # the instance's attempts or counting towards the breaker.
+            attempt -= 1
+            time.sleep(REQUEUE_PAUSE)
+            continue
         with failures.get_lock():
             failures.value += 1
             in_a_row = failures.value
-        log.info("destination: %s; attempt %d of %d", problem, attempt + 1, config.max_attempts)
+        log.info("destination: %s; attempt %d of %d", problem, attempt, config.max_attempts)
         if in_a_row >= config.breaker_threshold:
             return replace(
                 blank, outcome=outcome, problem=problem, breaker=True, failures_in_a_row=in_a_row
