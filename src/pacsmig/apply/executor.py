@@ -158,7 +158,6 @@ class Executor:
         self._job_ids = 0
         self._modified_at = ""
         self._pool: SenderPool | None = None
-        self._pool_lock = threading.Lock()
         self._source: SourceAccess | None = None
         self._gate: Any = gate  # the schedule's Gate; tests pass one with a fake clock
         self._verifier: Any = None
@@ -183,7 +182,7 @@ class Executor:
                 if todo:
                     stack.callback(self._close_pool)
                     # Before any thread of ours exists: the workers are forked from here.
-                    self._senders()
+                    self._pool = self._start_pool()
                     separate = not needs_apply_process(self.plan)
                     if separate:
                         self._verifier = stack.enter_context(
@@ -212,13 +211,6 @@ class Executor:
             result.seconds = time.monotonic() - started
             self.journal.finish_run(run_id, outcome)
         return result
-
-    def _senders(self) -> SenderPool:
-        """The sender processes (started once, at the beginning of the run)."""
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = self._start_pool()
-            return self._pool
 
     def _start_pool(self) -> SenderPool:
         dst = self.spec.destination
@@ -565,7 +557,8 @@ class Executor:
 
     def _enqueue(self, state: _Study, item: SpooledInstance) -> None:
         """Hand one received instance to the senders (blocks while their queue is full)."""
-        pool = self._senders()
+        pool = self._pool
+        assert pool is not None  # started before any retrieval thread
         if self._gate is not None:
             self._gate.throttle(1, item.size, self.stop, hold_outside=False)
         with self._lock:

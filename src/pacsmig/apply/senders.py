@@ -207,7 +207,15 @@ class _Association:
             self._pairs = ({pair} | self._pairs) if len(self._pairs) < MAX_PAIRS else {pair}
         if self._session is None or not self._session.is_established:
             self.close()
-            self._session = self._stack.enter_context(_open(open_store, self.config, self._pairs))
+            self._session = self._stack.enter_context(
+                open_store(
+                    self.config.calling_ae_title,
+                    self.peer,  # built once per worker: peer_of also loads any TLS files
+                    self._pairs,
+                    syntaxes=self.config.syntaxes,
+                    lossy=self.config.lossy,
+                )
+            )
             self._count(1)
             self._counted = True
         self.last_used = time.monotonic()
@@ -221,22 +229,6 @@ class _Association:
         with contextlib.suppress(Exception):
             self._stack.close()
         self._stack = contextlib.ExitStack()
-
-
-def _open(open_store: Any, config: SenderConfig, pairs: set[tuple[str, str]]) -> Any:
-    return open_store(
-        config.calling_ae_title,
-        _peer(config),
-        pairs,
-        syntaxes=config.syntaxes,
-        lossy=config.lossy,
-    )
-
-
-def _peer(config: SenderConfig) -> Any:
-    from pacsmig.inventory.dimse import peer_of
-
-    return peer_of(config.destination, "destination")
 
 
 def _worker(
