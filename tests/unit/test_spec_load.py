@@ -162,3 +162,20 @@ def test_tls_blocks(tmp_path: Path) -> None:
         spec_from_text(
             GOOD.replace("  ae_title: PACSMIG ", "  tls: {ca: x.pem}\n  ae_title: PACSMIG ")
         )
+
+
+def test_image_sample_is_a_fraction_or_a_count() -> None:
+    import pytest
+
+    from pacsmig.errors import SpecError
+
+    def sample(value: str):  # type: ignore[no-untyped-def]
+        return spec_from_text(GOOD + f"verify: {{image_sample: {value}}}\n").verify
+
+    assert sample("0.05").image_sample_fraction == 0.05
+    assert sample("200").image_sample_count == 200
+    assert sample("200.0").image_sample_count == 200
+    with pytest.raises(
+        SpecError, match=r"line \d+: verify.image_sample: 1.5 is neither a fraction"
+    ):
+        sample("1.5")

@@ -288,7 +288,7 @@ def _build(doc: dict[str, Any], base_dir: Path, source_name: str, data: Any) -> 
         ris=ris,
         schedule=_schedule(doc.get("schedule"), source_name, data),
         priority=_priority(doc.get("priority"), base_dir, source_name, data),
-        verify=_verify(doc.get("verify")),
+        verify=_verify(doc.get("verify"), source_name, data),
         document=doc,
         base_dir=base_dir,
     )
@@ -433,10 +433,18 @@ def _priority(doc: dict[str, Any] | None, base_dir: Path, source_name: str, data
     )
 
 
-def _verify(doc: dict[str, Any] | None) -> VerifySpec:
+def _verify(doc: dict[str, Any] | None, source_name: str, data: Any) -> VerifySpec:
     if not doc:
         return VerifySpec()
     sample = doc.get("image_sample")
+    if isinstance(sample, float) and sample > 1 and sample.is_integer():
+        sample = int(sample)  # 200.0: a count
+    if isinstance(sample, float) and sample > 1:
+        line = _line_of(data, ["verify", "image_sample"])
+        raise SpecError(
+            f"{source_name} line {line}: verify.image_sample: {sample} is neither a fraction "
+            "of the instances (0 to 1, e.g. 0.05) nor a whole number of instances (e.g. 200)"
+        )
     fraction = float(sample) if isinstance(sample, float) else None
     count = sample if isinstance(sample, int) and not isinstance(sample, bool) else None
     return VerifySpec(
