@@ -21,8 +21,16 @@ def load_source(site: Site, *, studies: int = 3, per_series: int = 3) -> list[Pa
     return accepted
 
 
-@pytest.mark.parametrize("retrieve", ["c-get", "c-move"])
-def test_full_migration(site: Site, retrieve: str) -> None:
+@pytest.mark.parametrize(
+    ("retrieve", "engine"),
+    [("c-get", "wire"), ("c-move", "wire"), ("c-move", "pynetdicom")],
+)
+def test_full_migration(
+    site: Site, retrieve: str, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """engine: pacsmig's own C-STORE/C-FIND/C-MOVE wire code (the default), or pynetdicom
+    everywhere (PACSMIG_WIRE=pynetdicom, the escape hatch): both must migrate exactly."""
+    monkeypatch.setenv("PACSMIG_WIRE", "pynetdicom" if engine == "pynetdicom" else "")
     originals = load_source(site)
     expected_uids = {sop_uid_of(f) for f in originals}
     assert site.source.sop_instance_uids() == expected_uids

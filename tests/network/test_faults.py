@@ -505,7 +505,7 @@ def test_destination_that_never_answers_trips_the_breaker(
         assert journal.runs("apply")[-1].outcome == "failed"
         failed = [r for r in journal.instances() if r.state == FAILED]
     assert [(r.reason, r.detail) for r in failed] == [
-        ("destination_unavailable", "no response: timeout or aborted association")
+        ("destination_unavailable", "no response: no data from the peer within the timeout")
     ]
 
 

@@ -21,10 +21,19 @@ from pacsmig.dicomnet import _patches
 from pacsmig.dicomnet.ae import Peer
 from pacsmig.dicomnet.find import open_find
 from pacsmig.dicomnet.store import open_store
+from pacsmig.dicomnet.wire import WireAssociation
 from pacsmig.testing.corpus import generate_study
 from pacsmig.testing.servers import StoreSCPServer, free_port
 
 N_ANSWERS = 40
+
+
+@pytest.fixture(autouse=True, params=["pynetdicom", "wire"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test on pynetdicom (which the patches fix) and on pacsmig's own wire code (which
+    must not have the problems they fix)."""
+    monkeypatch.setenv("PACSMIG_WIRE", "pynetdicom" if request.param == "pynetdicom" else "")
+    return str(request.param)
 
 
 @pytest.fixture()
@@ -57,7 +66,8 @@ def find_scp() -> Iterator[int]:
 def test_sockets_get_tcp_nodelay(find_scp: int) -> None:
     peer = Peer(ae_title="FINDSCP", host="127.0.0.1", port=find_scp, timeout=10)
     with open_find("PACSMIG", peer) as finder:
-        sock = finder._assoc.dul.socket.socket
+        assoc = finder._assoc
+        sock = assoc._sock if isinstance(assoc, WireAssociation) else assoc.dul.socket.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from pacsmig.journal.store import FAILED, PRESENT, SENT, Journal
 
@@ -58,3 +61,23 @@ def test_one_apply_per_journal(tmp_path: Path) -> None:
                 pass
     with run_lock(journal):  # released: the next run may start
         pass
+
+
+def test_a_batch_commits_once_and_keeps_what_was_done_before_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal.open(path) as j, Journal.open(path) as other:
+        run = j.start_run("apply", "b" * 64, None)
+        j.plan_instances(run, "1", [(f"1.{n}", "1.0", "c") for n in range(4)])
+        with pytest.raises(RuntimeError), j.batch():
+            j.set_instance(run, "1.0", SENT, code=0)
+            with j.batch():  # nested: part of the same commit
+                j.set_instance(run, "1.1", FAILED, reason="x")
+            # Inside the batch another connection sees nothing yet (one commit, later).
+            assert {r.sop_uid: r.state for r in other.instances("1")}["1.0"] == "planned"
+            with pytest.raises(sqlite3.IntegrityError), j._tx():
+                j._conn.execute("UPDATE instances SET state='sent' WHERE sop_uid='1.2'")
+                j._conn.execute("INSERT INTO runs(run_id) VALUES (?)", (run,))  # duplicate key
+            raise RuntimeError("the breaker trips mid-batch")
+        states = {r.sop_uid: r.state for r in other.instances("1")}
+    # Committed despite the error; the failed change left nothing half-done.
+    assert states == {"1.0": SENT, "1.1": FAILED, "1.2": "planned", "1.3": "planned"}

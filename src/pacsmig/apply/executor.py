@@ -62,6 +62,8 @@ BREAKER_THRESHOLD = 10
 DIRECT_CONFIRM_TRIES = 3
 # After a retrieval error, how long the send outcomes already under way are still journaled.
 DRAIN_SECONDS = 30.0
+# Send outcomes journalled in one commit at most (they are all already answered by the PACS).
+RESULTS_PER_COMMIT = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +163,7 @@ class Executor:
         self._source: SourceAccess | None = None
         self._gate: Any = gate  # the schedule's Gate; tests pass one with a fake clock
         self._verifier: Any = None
+        self._closed_unsubmitted: list[tuple[str, Any]] = []
         self._result = ApplyResult(run_id=0)
 
     # -- run ----------------------------------------------------------------------------
@@ -278,7 +281,19 @@ class Executor:
             pool = self._pool
             r = pool.result(0.2) if pool is not None else None
             if r is not None:
-                self._on_result(run_id, r)
+                assert pool is not None
+                try:
+                    # Outcomes that arrived together share one journal commit; studies they
+                    # close go to verification only once that commit is made.
+                    with self.journal.batch():
+                        self._on_result(run_id, r)
+                        for _ in range(RESULTS_PER_COMMIT - 1):
+                            more = pool.result_nowait()
+                            if more is None:
+                                break
+                            self._on_result(run_id, more)
+                finally:
+                    self._submit_closed()
                 continue
             if pool is None:
                 time.sleep(0.05)
@@ -639,7 +654,7 @@ class Executor:
                 "apply again once the destination is back"
             )
         if close:
-            self._close_study(self.journal, run_id, state)
+            self._close_study(self.journal, run_id, state, defer=True)
         self._report()
 
     def _fail(
@@ -660,7 +675,18 @@ class Executor:
             self._result.failed += 1
             self._result.failure_reasons[reason] += 1
 
-    def _close_study(self, journal: Journal, run_id: int, state: _Study) -> None:
+    def _submit_closed(self) -> None:
+        with self._lock:
+            closed, self._closed_unsubmitted = self._closed_unsubmitted, []
+        if self._verifier is not None:
+            for uid, found in closed:
+                self._verifier.submit(uid, found=found)
+
+    def _close_study(
+        self, journal: Journal, run_id: int, state: _Study, *, defer: bool = False
+    ) -> None:
+        """defer: the caller is inside a journal batch and submits to verification after
+        its commit (the verifier reads the journal from another connection)."""
         uid = state.action.study_uid
         if state.failed:
             journal.set_study(
@@ -677,7 +703,10 @@ class Executor:
                 self._result.studies_complete += 1
             self._studies_done += 1
             self._studies.pop(uid, None)
-        if self._verifier is not None:
+        if defer:
+            with self._lock:
+                self._closed_unsubmitted.append((uid, state.found))
+        elif self._verifier is not None:
             self._verifier.submit(uid, found=state.found)
         self._report()
 

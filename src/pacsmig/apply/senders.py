@@ -144,6 +144,13 @@ class SenderPool:
         except queue.Empty:
             return None
 
+    def result_nowait(self) -> SendResult | None:
+        try:
+            r: SendResult = self._results.get_nowait()
+            return r
+        except queue.Empty:
+            return None
+
     def alive(self) -> bool:
         return any(p.is_alive() for p in self._procs)
 

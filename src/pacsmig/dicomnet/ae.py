@@ -12,7 +12,8 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
-from pacsmig.dicomnet.tls import TlsConfig, client_context, handshake_error
+from pacsmig.dicomnet import wire
+from pacsmig.dicomnet.tls import TlsConfig, client_context, describe_tls_error, handshake_error
 from pacsmig.errors import AssociationRejected, NoAcceptedContexts, PacsError, PeerUnreachable
 
 CONNECT_TIMEOUT = 10.0
@@ -58,9 +59,19 @@ def make_ae(calling_ae_title: str, timeout: float) -> AE:
 
 def describe_rejection(assoc: Association, peer: Peer, calling: str) -> AssociationRejected:
     prim = assoc.acceptor.primitive
-    result = getattr(prim, "result", None)
-    source = getattr(prim, "result_source", None)
-    diag = getattr(prim, "diagnostic", None)
+    return rejection(
+        getattr(prim, "result", None),
+        getattr(prim, "result_source", None),
+        getattr(prim, "diagnostic", None),
+        peer,
+        calling,
+    )
+
+
+def rejection(
+    result: int | None, source: int | None, diag: int | None, peer: Peer, calling: str
+) -> AssociationRejected:
+    """The error for an A-ASSOCIATE-RJ (PS3.8 9.3.4), with a hint for the usual causes."""
     reason = _REJECT_REASONS.get((source or 0, diag or 0), f"source {source}, reason {diag}")
     transient = result == 2
     hint = ""
@@ -75,19 +86,27 @@ def describe_rejection(assoc: Association, peer: Peer, calling: str) -> Associat
     )
 
 
-def _unreachable(peer: Peer) -> PacsError:
-    try:
-        with socket.create_connection((peer.host, peer.port), timeout=CONNECT_TIMEOUT):
-            pass
-    except TimeoutError:
+def unreachable(peer: Peer, exc: OSError) -> PeerUnreachable:
+    if isinstance(exc, TimeoutError):
         return PeerUnreachable(f"cannot connect to {peer.describe()}: connection timed out")
-    except OSError as exc:
-        text = exc.strerror or str(exc)
-        return PeerUnreachable(f"cannot connect to {peer.describe()}: {text.lower()}")
+    text = exc.strerror or str(exc)
+    return PeerUnreachable(f"cannot connect to {peer.describe()}: {text.lower()}")
+
+
+def incomplete(peer: Peer) -> PacsError:
     return PacsError(
         f"{peer.describe()} accepted a connection but did not complete the association "
         "(not a DICOM service, TLS required, or it aborted)"
     )
+
+
+def _unreachable(peer: Peer) -> PacsError:
+    try:
+        with socket.create_connection((peer.host, peer.port), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        return unreachable(peer, exc)
+    return incomplete(peer)
 
 
 @contextlib.contextmanager
@@ -140,3 +159,56 @@ def associate(
             except Exception:  # release must never mask the real error
                 assoc.abort()
         ae.shutdown()
+
+
+@contextlib.contextmanager
+def wire_associate(
+    calling: str, peer: Peer, proposed: Sequence[tuple[str, Sequence[str]]]
+) -> Iterator[wire.WireAssociation]:
+    """An association by pacsmig's own wire code (``wire.py``), with the errors ``associate``
+    raises; released (or aborted) on the way out."""
+    if len(proposed) > 128:
+        raise PacsError(f"{len(proposed)} presentation contexts exceed DICOM's limit of 128")
+    tls = client_context(peer.tls) if peer.tls is not None else None
+    try:
+        sock = wire.connect(
+            peer.host,
+            peer.port,
+            connect_timeout=min(CONNECT_TIMEOUT, peer.timeout),
+            timeout=peer.timeout,
+            tls=tls,
+        )
+    except OSError as exc:
+        if tls is not None and not isinstance(exc, ConnectionRefusedError | socket.gaierror):
+            raise PeerUnreachable(
+                f"cannot associate with {peer.describe()} over TLS: {describe_tls_error(exc)}"
+            ) from None
+        raise unreachable(peer, exc) from None
+    try:
+        assoc = wire.WireAssociation(
+            sock,
+            calling=calling,
+            called=peer.ae_title,
+            contexts=proposed,
+            max_pdu=peer.max_pdu,
+        )
+    except wire.Rejected as exc:
+        sock.close()
+        rj = exc.reject
+        raise rejection(rj.result, rj.source, rj.reason, peer, calling) from None
+    except wire.NotAssociated:
+        sock.close()
+        raise incomplete(peer) from None
+    if not assoc.accepted:
+        assoc.release()
+        refused = sorted(set(assoc.refused))
+        raise NoAcceptedContexts(
+            f"{peer.describe()} accepted none of the {len(proposed)} proposed "
+            f"presentation contexts (SOP classes {', '.join(refused[:4])}"
+            f"{', ...' if len(refused) > 4 else ''})"
+        )
+    try:
+        yield assoc
+    finally:
+        if assoc.established:
+            assoc.release()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context
+from pynetdicom.dsutils import decode, encode
 
-from pacsmig.dicomnet.ae import Peer, associate
+from pacsmig.dicomnet import wire
+from pacsmig.dicomnet.ae import Peer, associate, wire_associate
 from pacsmig.dicomnet.contexts import STUDY_ROOT_FIND
 from pacsmig.errors import PacsError
 from pacsmig.inventory.model import InstanceRecord, SeriesRecord, StudyRecord
@@ -69,6 +73,7 @@ class FindSession:
     """One association for many C-FIND requests."""
 
     def __init__(self, assoc: Any, peer: Peer) -> None:
+        """assoc: a pynetdicom Association, or pacsmig's own ``wire.WireAssociation``."""
         self._assoc = assoc
         self._peer = peer
         self._msg_id = 0
@@ -77,17 +82,38 @@ class FindSession:
         # the answers are a prefix, not the whole.
         self.truncated = False
 
+    def _responses(self, ds: Dataset) -> Iterator[tuple[int | None, str, Dataset | None]]:
+        """(status, error comment, identifier) of each response; status None: no answer."""
+        if isinstance(self._assoc, wire.WireAssociation):
+            found = self._assoc.context_of(_FIND)
+            if found is None:
+                raise PacsError(f"{self._peer.describe()} does not accept Study Root C-FIND")
+            cid, syntax = found
+            implicit = syntax == ImplicitVRLittleEndian
+            encoded = encode(ds, implicit, True)
+            if encoded is None:
+                raise PacsError("a C-FIND identifier could not be encoded")
+            for answer in self._assoc.find(cid, _FIND, encoded):
+                identifier = None
+                if answer.identifier is not None:
+                    identifier = decode(io.BytesIO(answer.identifier), implicit, True)
+                yield answer.status, answer.comment, identifier
+            return
+        self._msg_id = self._msg_id % 65535 + 1
+        for status, identifier in self._assoc.send_c_find(ds, _FIND, msg_id=self._msg_id):
+            code = getattr(status, "Status", None)
+            comment = _text(status, "ErrorComment") if code is not None else ""
+            yield (None if code is None else int(code)), comment, identifier
+
     def query(self, level: str, keys: dict[str, Any]) -> Iterator[Dataset]:
         ds = Dataset()
         ds.QueryRetrieveLevel = level
         ds.SpecificCharacterSet = "ISO_IR 192"
         for keyword, value in keys.items():
             setattr(ds, keyword, value)
-        self._msg_id = self._msg_id % 65535 + 1
         self.truncated = False
         got_final = False
-        for status, identifier in self._assoc.send_c_find(ds, _FIND, msg_id=self._msg_id):
-            code = getattr(status, "Status", None)
+        for code, comment, identifier in self._responses(ds):
             if code is None:
                 raise PacsError(
                     f"{self._peer.describe()} did not answer a {level} C-FIND "
@@ -103,7 +129,6 @@ class FindSession:
             if code == 0xFE00:
                 self.truncated = got_final = True
                 break
-            comment = _text(status, "ErrorComment")
             raise PacsError(
                 f"{self._peer.describe()} failed a {level} C-FIND with status 0x{code:04X}"
                 + (f": {comment}" if comment else "")
@@ -221,6 +246,14 @@ class FindSession:
 @contextlib.contextmanager
 def open_find(calling_ae_title: str, peer: Peer) -> Iterator[FindSession]:
     """One association to peer for a run of C-FIND requests."""
+    if wire.enabled():
+        # pacsmig's own wire code: through pynetdicom each answer cost about 0.5 ms of CPU,
+        # and apply asks the source and the destination for every instance of every study.
+        with wire_associate(
+            calling_ae_title, peer, [(_FIND, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])]
+        ) as wired:
+            yield FindSession(wired, peer)
+        return
     with associate(calling_ae_title, peer, [build_context(_FIND)]) as assoc:
         if not assoc.accepted_contexts:
             raise PacsError(f"{peer.describe()} does not accept Study Root C-FIND")

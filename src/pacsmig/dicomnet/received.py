@@ -63,19 +63,27 @@ def _sh(value: str) -> bytes:
 
 def store_to_sink(event: Any, sink: InstanceSink | None) -> int:
     """An EVT_C_STORE handler body: hand the encoded dataset to sink, answer a status."""
+    return store_received(
+        sink,
+        str(event.request.AffectedSOPClassUID),
+        str(event.request.AffectedSOPInstanceUID),
+        str(event.context.transfer_syntax),
+        event.encoded_dataset(include_meta=False),
+    )
+
+
+def store_received(
+    sink: InstanceSink | None, sop_class: str, sop_uid: str, transfer_syntax: str, dataset: bytes
+) -> int:
+    """Hand one received data set (as encoded on the wire) to sink; the status to answer."""
     if sink is None:
         return 0xA700  # nobody is collecting: refuse rather than pretend to store
     try:
         item = ReceivedInstance(
-            sop_uid=str(event.request.AffectedSOPInstanceUID),
-            sop_class_uid=str(event.request.AffectedSOPClassUID),
-            transfer_syntax=str(event.context.transfer_syntax),
-            data=part10_header(
-                str(event.request.AffectedSOPClassUID),
-                str(event.request.AffectedSOPInstanceUID),
-                str(event.context.transfer_syntax),
-            )
-            + event.encoded_dataset(include_meta=False),
+            sop_uid=sop_uid,
+            sop_class_uid=sop_class,
+            transfer_syntax=transfer_syntax,
+            data=part10_header(sop_class, sop_uid, transfer_syntax) + dataset,
         )
         return 0x0000 if sink(item) else 0xA700
     except Exception as exc:  # the peer must get a status, never a dropped association

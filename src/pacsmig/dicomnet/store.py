@@ -7,13 +7,14 @@ import dataclasses
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom import dcmread
 from pynetdicom import _config
 
 from pacsmig.apply.transcode import TranscodeError, syntax_candidates, transcode, wanted_syntaxes
-from pacsmig.dicomnet.ae import Peer, associate
+from pacsmig.dicomnet import wire
+from pacsmig.dicomnet.ae import Peer, associate, wire_associate
 from pacsmig.dicomnet.contexts import UNCOMPRESSED, send_contexts
 from pacsmig.dicomnet.status import StoreOutcome, classify_store
 from pacsmig.errors import PacsError
@@ -39,35 +40,29 @@ class StoreSession:
 
     def __init__(
         self,
-        assoc: Any,
+        transport: _Transport,
         peer: Peer,
         *,
         preferred: Sequence[str] = (),
         lossy: LossyPolicy | None = None,
     ) -> None:
-        self._assoc = assoc
+        self._transport = transport
         self._peer = peer
-        self._msg_id = 0
         self._preferred = tuple(str(ts) for ts in preferred)
         self._lossy = lossy
         self._syntaxes: dict[str, list[str]] = {}
-        for cx in assoc.accepted_contexts:
-            sop_class, ts = str(cx.abstract_syntax), str(cx.transfer_syntax[0])
+        for sop_class, ts in transport.accepted():
             accepted = self._syntaxes.setdefault(sop_class, [])
             if ts not in accepted:
                 accepted.append(ts)
 
     @property
     def is_established(self) -> bool:
-        return bool(self._assoc.is_established)
+        return self._transport.is_established()
 
     def accepted_syntaxes(self, sop_class: str) -> tuple[str, ...]:
         """The transfer syntaxes the destination accepted for this SOP class."""
         return tuple(self._syntaxes.get(sop_class, ()))
-
-    def _next_id(self) -> int:
-        self._msg_id = self._msg_id % 65535 + 1
-        return self._msg_id
 
     def send_file(self, path: Path, sop_class: str, transfer_syntax: str) -> StoreOutcome:
         """Send one file, converted where the destination or the spec asks for it.
@@ -78,7 +73,7 @@ class StoreSession:
         `sent_syntax` says which. A refused class or syntax, or pixels that cannot be
         converted, are failure outcomes, never exceptions.
         """
-        if not self._assoc.is_established:
+        if not self._transport.is_established():
             return StoreOutcome(category="in_doubt", code=None, comment=_LOST)
         accepted = self._syntaxes.get(sop_class)
         if not accepted:
@@ -101,10 +96,12 @@ class StoreSession:
                 ),
             )
         if candidates[0] == stored:
-            return self._send(path, stored)
-        return self._send_converted(path, stored, candidates)
+            return self._send(path, sop_class, stored)
+        return self._send_converted(path, sop_class, stored, candidates)
 
-    def _send_converted(self, path: Path, stored: str, candidates: list[str]) -> StoreOutcome:
+    def _send_converted(
+        self, path: Path, sop_class: str, stored: str, candidates: list[str]
+    ) -> StoreOutcome:
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -118,14 +115,14 @@ class StoreSession:
             if ts == stored:
                 # The conversions the spec asked for do not fit these pixels; the stored
                 # syntax is accepted, so the instance goes as it is.
-                return self._send(path, stored)
+                return self._send(path, sop_class, stored)
             try:
                 converted = transcode(data, ts, lossy=self._lossy)
             except TranscodeError as exc:
                 problems.append(str(exc))
                 continue
             try:
-                return self._send(dcmread(io.BytesIO(converted)), ts)
+                return self._send(converted, sop_class, ts)
             except (ValueError, AttributeError) as exc:
                 # pynetdicom could not encode the converted data set for the wire.
                 problems.append(f"{ts}: cannot be sent ({type(exc).__name__})")
@@ -135,26 +132,76 @@ class StoreSession:
             comment=f"transcode_failed: {stored} -> {', '.join(candidates)}: {'; '.join(problems)}",
         )
 
-    def _send(self, what: Path | Any, syntax: str) -> StoreOutcome:
+    def _send(self, what: Path | bytes, sop_class: str, syntax: str) -> StoreOutcome:
+        outcome = self._transport.send(what, sop_class, syntax)
+        return dataclasses.replace(outcome, sent_syntax=syntax)
+
+
+class _Transport(Protocol):
+    def accepted(self) -> Iterable[tuple[str, str]]: ...
+    def is_established(self) -> bool: ...
+    def send(self, what: Path | bytes, sop_class: str, syntax: str) -> StoreOutcome: ...
+
+
+def _outcome(code: int | None, comment: str) -> StoreOutcome:
+    if code is None:
+        return classify_store(None, f"no response: {comment or 'timeout or aborted association'}")
+    return classify_store(code, comment)
+
+
+class _WireTransport:
+    """pacsmig's own C-STORE path (``wire.py``)."""
+
+    def __init__(self, assoc: wire.WireAssociation) -> None:
+        self._assoc = assoc
+
+    def accepted(self) -> Iterable[tuple[str, str]]:
+        return [(sop_class, ts) for _, sop_class, ts in self._assoc.accepted]
+
+    def is_established(self) -> bool:
+        return self._assoc.established
+
+    def send(self, what: Path | bytes, sop_class: str, syntax: str) -> StoreOutcome:
+        answer = self._assoc.store(what, sop_class, syntax)
+        if answer.status is None and self._assoc.established:
+            # Refused locally before anything was sent (not Part 10, no context).
+            return StoreOutcome(category="failure", code=None, comment=answer.comment)
+        return _outcome(answer.status, answer.comment.removeprefix("no response: "))
+
+
+class _PynetdicomTransport:
+    """The same through pynetdicom (``PACSMIG_WIRE=pynetdicom``)."""
+
+    def __init__(self, assoc: Any) -> None:
+        self._assoc = assoc
+        self._msg_id = 0
+
+    def accepted(self) -> Iterable[tuple[str, str]]:
+        return [
+            (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+            for cx in self._assoc.accepted_contexts
+        ]
+
+    def is_established(self) -> bool:
+        return bool(self._assoc.is_established)
+
+    def send(self, what: Path | bytes, sop_class: str, syntax: str) -> StoreOutcome:
         # A Dataset read from transcoded bytes is still raw: pynetdicom writes its elements
         # back as those bytes, in the context of the syntax its File Meta names.
+        payload = dcmread(io.BytesIO(what)) if isinstance(what, bytes) else what
+        self._msg_id = self._msg_id % 65535 + 1
         try:
-            status = self._assoc.send_c_store(what, msg_id=self._next_id())
+            status = self._assoc.send_c_store(payload, msg_id=self._msg_id)
         except RuntimeError:
             # The peer aborted between the check above and the request: pynetdicom raises
             # here where a moment later it would return an empty status. Same answer as that
             # (in doubt), so the caller re-associates instead of the run crashing.
             if self._assoc.is_established:
                 raise
-            return StoreOutcome(category="in_doubt", code=None, comment=_LOST, sent_syntax=syntax)
-        return dataclasses.replace(self._outcome(status), sent_syntax=syntax)
-
-    def _outcome(self, status: Any) -> StoreOutcome:
+            return StoreOutcome(category="in_doubt", code=None, comment=_LOST)
         code = getattr(status, "Status", None)
         comment = str(status.get("ErrorComment", "") or "") if code is not None else ""
-        if code is None:
-            return classify_store(None, "no response: timeout or aborted association")
-        return classify_store(int(code), comment)
+        return _outcome(None if code is None else int(code), comment)
 
 
 @contextlib.contextmanager
@@ -180,5 +227,13 @@ def open_store(
         for candidate in wanted_syntaxes(ts, preferred=syntaxes, lossy=lossy):
             if candidate != ts and candidate not in UNCOMPRESSED and candidate not in wanted:
                 wanted.append(candidate)
-    with associate(calling_ae_title, peer, send_contexts(pairs, extra=extra)) as assoc:
-        yield StoreSession(assoc, peer, preferred=syntaxes, lossy=lossy)
+    contexts = send_contexts(pairs, extra=extra)
+    if not wire.enabled():
+        with associate(calling_ae_title, peer, contexts) as assoc:
+            yield StoreSession(_PynetdicomTransport(assoc), peer, preferred=syntaxes, lossy=lossy)
+        return
+    proposed = [
+        (str(cx.abstract_syntax), [str(ts) for ts in cx.transfer_syntax]) for cx in contexts
+    ]
+    with wire_associate(calling_ae_title, peer, proposed) as wired:
+        yield StoreSession(_WireTransport(wired), peer, preferred=syntaxes, lossy=lossy)

@@ -58,11 +58,16 @@ def handshake_error(host: str, port: int, ctx: ssl.SSLContext, timeout: float) -
             ctx.wrap_socket(raw, server_hostname=host),
         ):
             return ""
-    except ssl.SSLCertVerificationError as exc:
-        return f"certificate rejected: {exc.verify_message or exc.reason}"
-    except ssl.SSLError as exc:
-        return f"TLS handshake failed: {exc.reason or exc}"
-    except (TimeoutError, ConnectionError) as exc:
-        return f"TLS handshake failed: {type(exc).__name__} (is the peer speaking TLS?)"
     except OSError as exc:
-        return f"TLS handshake failed: {(exc.strerror or str(exc)).lower()}"
+        return describe_tls_error(exc)
+
+
+def describe_tls_error(exc: OSError) -> str:
+    """A failed TLS handshake, in a few words."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate rejected: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return f"TLS handshake failed: {type(exc).__name__} (is the peer speaking TLS?)"
+    return f"TLS handshake failed: {(exc.strerror or str(exc)).lower()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -113,6 +114,7 @@ class Journal:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._batched = False
 
     @classmethod
     def open(cls, path: str | Path) -> Journal:
@@ -405,17 +407,40 @@ class Journal:
 
     # -- helpers ------------------------------------------------------------------------
     class _Tx:
-        def __init__(self, conn: sqlite3.Connection) -> None:
+        def __init__(self, conn: sqlite3.Connection, nested: bool) -> None:
             self._conn = conn
+            self._nested = nested
 
         def __enter__(self) -> None:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("SAVEPOINT tx" if self._nested else "BEGIN IMMEDIATE")
 
         def __exit__(self, exc_type: object, *rest: object) -> None:
-            self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            if not self._nested:
+                self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            elif exc_type:
+                self._conn.execute("ROLLBACK TO tx")
+                self._conn.execute("RELEASE tx")
+            else:
+                self._conn.execute("RELEASE tx")
 
     def _tx(self) -> Journal._Tx:
-        return Journal._Tx(self._conn)
+        return Journal._Tx(self._conn, self._batched)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One commit for the changes made inside: outcomes that arrived together are
+        journalled together, not one disk transaction each. Each change stays whole (a
+        savepoint); what was done before an exception is committed, not lost."""
+        if self._batched:
+            yield
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._batched = True
+        try:
+            yield
+        finally:
+            self._batched = False
+            self._conn.execute("COMMIT")
 
     def iter_rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
         yield from self._conn.execute(sql, params)
