@@ -586,8 +586,8 @@ def test_sigkill_loop_then_resume_completes_without_resending(tmp_path: Path) ->
     src = start_source(tmp_path / "src", studies=6, n_series=2, per_series=5)
     try:
         with FaultSCP("FAULTSCP") as dest:
-            # ~25 stores/s: slow enough that most kills land mid-migration.
-            dest.script_default(delay(0.02))
+            # ~20 stores/s: slow enough that most kills land mid-migration.
+            dest.script_default(delay(0.05))
             spec = write_spec(tmp_path, src, ae_title="FAULTSCP", port=dest.port)
             plan = make_plan(tmp_path, spec)
             journal_file = api.journal_path(plan, read_plan(plan))

@@ -153,6 +153,8 @@ class Executor:
         self._error_at = 0.0
         self._threads_done = 0
         self._threads = 0
+        self._retrieving = threading.BoundedSemaphore(1)
+        self._first_contact = threading.Event()
         self._studies_total = 0
         self._instances_total = 0
         self._studies_done = 0
@@ -252,10 +254,15 @@ class Executor:
 
     def _run_pipeline(self, run_id: int) -> None:
         parallel = max(1, getattr(self.spec.source, "parallel", 1))
-        self._threads = min(parallel, self._todo.qsize())
+        # `parallel` retrievals at once, and one more thread that prepares the next study
+        # (source and destination queries) or confirms the last one while they run: without
+        # it the source idles through every study's queries (direct at parallel 1: 0.8 of
+        # movescu, measured).
+        self._retrieving = threading.BoundedSemaphore(parallel)
+        self._threads = min(parallel + 1, self._todo.qsize())
         threads = [
             threading.Thread(
-                target=self._retrieval_thread, args=(run_id,), name=f"retrieve-{n}", daemon=True
+                target=self._retrieval_thread, args=(run_id, n), name=f"retrieve-{n}", daemon=True
             )
             for n in range(self._threads)
         ]
@@ -324,9 +331,15 @@ class Executor:
             )
 
     # -- retrieval threads ------------------------------------------------------------------
-    def _retrieval_thread(self, run_id: int) -> None:
+    def _retrieval_thread(self, run_id: int, n: int = 0) -> None:
         journal = Journal.open(self.journal.path)
         try:
+            # The others start once the first has reached both PACS: a misconfigured or
+            # refusing peer then sees one association attempt and the run one clean error,
+            # not a burst of them.
+            while n and not self._first_contact.wait(0.2):
+                if self.stop.is_set() or self._error is not None:
+                    return
             while not self.stop.is_set() and self._error is None:
                 try:
                     action = self._todo.get_nowait()
@@ -338,6 +351,8 @@ class Executor:
                     self._study(journal, run_id, action)
                 except _Stop:
                     break
+                finally:
+                    self._first_contact.set()
         except BaseException as exc:  # handed to the main thread, which raises it
             with self._lock:
                 if self._error is None:
@@ -345,9 +360,24 @@ class Executor:
                     self._error_at = time.monotonic()
             self.stop.set()
         finally:
+            self._first_contact.set()
             journal.close()
             with self._lock:
                 self._threads_done += 1
+
+    @contextlib.contextmanager
+    def _retrieval_slot(self) -> Iterator[None]:
+        """One of the `source.parallel` retrievals, inside the schedule's window."""
+        while not self._retrieving.acquire(timeout=0.2):
+            if self.stop.is_set():
+                raise _Stop
+        try:
+            # The window may have closed while this study was being prepared.
+            if not self._wait_for_window():
+                raise _Stop
+            yield
+        finally:
+            self._retrieving.release()
 
     def _wait_for_window(self) -> bool:
         gate = self._gate
@@ -389,6 +419,7 @@ class Executor:
             run_id, uid, [(i.sop_uid, i.series_uid, i.sop_class_uid) for i in instances]
         )
         present = self._destination_holdings(uid, probe=True)
+        self._first_contact.set()
         # Instances the destination lists but did not commit to keep must go again.
         resend: set[str] = set(getattr(journal, "needs_resend", lambda _u: set())(uid))
         states = {r.sop_uid: r.state for r in journal.instances(uid)}
@@ -479,17 +510,18 @@ class Executor:
                 requests = [RetrieveRequest(study_uid=uid)]
             else:
                 requests = image_requests(uid, todo)
-            for request in requests:
-                if self.stop.is_set():
-                    raise _Stop
-                if capped:
-                    self._gate.throttle(
-                        len(request.sop_uids) or len(todo), 0, self.stop, hold_outside=False
-                    )
-                moved = source.move_to(request, move_ae)
-                completed += moved.completed
-                if moved.status not in (0x0000, None):
-                    log.info("direct move: %s", moved.describe())
+            with self._retrieval_slot():
+                for request in requests:
+                    if self.stop.is_set():
+                        raise _Stop
+                    if capped:
+                        self._gate.throttle(
+                            len(request.sop_uids) or len(todo), 0, self.stop, hold_outside=False
+                        )
+                    moved = source.move_to(request, move_ae)
+                    completed += moved.completed
+                    if moved.status not in (0x0000, None):
+                        log.info("direct move: %s", moved.describe())
             arrived = self._confirm_arrival(
                 state, {i.sop_uid for i in missing}, patient=completed > 0
             )
@@ -557,13 +589,14 @@ class Executor:
             on_received=lambda item: self._enqueue(state, item),
         )
         state.spool = spool
-        retrieved = self._source.fetch(uid, instances, missing, spool)
-        short = [i for i in missing if i.sop_uid not in spool.received]
-        if short and len(short) < len(missing) and not self.stop.is_set():
-            # Judged by what arrived, not by the peer's counts (a C-MOVE may report success
-            # and lose sub-operations): ask once more for exactly what is missing.
-            log.info("%d instances did not arrive; asking again for those", len(short))
-            retrieved = self._source.fetch(uid, instances, short, spool)
+        with self._retrieval_slot():
+            retrieved = self._source.fetch(uid, instances, missing, spool)
+            short = [i for i in missing if i.sop_uid not in spool.received]
+            if short and len(short) < len(missing) and not self.stop.is_set():
+                # Judged by what arrived, not by the peer's counts (a C-MOVE may report
+                # success and lose sub-operations): ask once more for exactly what is missing.
+                log.info("%d instances did not arrive; asking again for those", len(short))
+                retrieved = self._source.fetch(uid, instances, short, spool)
         if self.stop.is_set():
             raise _Stop
         for inst in missing:

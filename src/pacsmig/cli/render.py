@@ -273,11 +273,12 @@ def apply_summary(console: Console, r: ApplyResult) -> None:
             highlight=False,
         )
     if r.seconds > 0 and r.sent:
-        console.print(
-            f"  {r.sent / r.seconds:,.1f} instances/s, {r.bytes_sent / r.seconds / 1e6:,.1f} MB/s "
-            f"relayed over {r.seconds:,.1f} s",
-            highlight=False,
-        )
+        # Bytes are counted only for what crossed pacsmig: a direct move's size is the PACS's.
+        relayed = r.sent - r.sent_direct
+        rate = f"  {r.sent / r.seconds:,.1f} instances/s over {r.seconds:,.1f} s"
+        if relayed:
+            rate += f"; relayed: {r.bytes_sent / r.seconds / 1e6:,.1f} MB/s"
+        console.print(rate, highlight=False)
     if r.interrupted:
         console.print("Interrupted: run apply again to resume.")
     elif not r.ok:

@@ -655,32 +655,23 @@ class _Acceptor:
     def _accept(self, request: pdu.AssociateRequest) -> pdu.AssociateAccept:
         results = []
         for cx in request.contexts:
-            first = cx.transfer_syntaxes[0] if cx.transfer_syntaxes else ""
-            if cx.abstract_syntax not in self.server._abstracts:
-                results.append(
-                    pdu.ContextResult(
-                        context_id=cx.context_id,
-                        result=pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED,
-                        transfer_syntax=first,
-                    )
-                )
-                continue
             chosen = next(
                 (ts for ts in self.server._preference if ts in cx.transfer_syntaxes), None
             )
-            if chosen is None:
-                results.append(
-                    pdu.ContextResult(
-                        context_id=cx.context_id,
-                        result=pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED,
-                        transfer_syntax=first,
-                    )
-                )
-                continue
-            self.syntaxes[cx.context_id] = chosen
+            if cx.abstract_syntax not in self.server._abstracts:
+                result = pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED
+            elif chosen is None:
+                result = pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED
+            else:
+                result = pdu.ACCEPTANCE
+                self.syntaxes[cx.context_id] = chosen
+            # A refused context echoes a proposed syntax: the field must hold one.
+            first = cx.transfer_syntaxes[0] if cx.transfer_syntaxes else ""
             results.append(
                 pdu.ContextResult(
-                    context_id=cx.context_id, result=pdu.ACCEPTANCE, transfer_syntax=chosen
+                    context_id=cx.context_id,
+                    result=result,
+                    transfer_syntax=chosen if result == pdu.ACCEPTANCE and chosen else first,
                 )
             )
         return pdu.AssociateAccept(
