@@ -23,7 +23,7 @@ def load_source(site: Site, *, studies: int = 3, per_series: int = 3) -> list[Pa
 
 @pytest.mark.parametrize(
     ("retrieve", "engine"),
-    [("c-get", "wire"), ("c-move", "wire"), ("c-move", "pynetdicom")],
+    [("c-get", "wire"), ("c-get", "pynetdicom"), ("c-move", "wire"), ("c-move", "pynetdicom")],
 )
 def test_full_migration(
     site: Site, retrieve: str, engine: str, monkeypatch: pytest.MonkeyPatch

@@ -163,7 +163,11 @@ def associate(
 
 @contextlib.contextmanager
 def wire_associate(
-    calling: str, peer: Peer, proposed: Sequence[tuple[str, Sequence[str]]]
+    calling: str,
+    peer: Peer,
+    proposed: Sequence[tuple[str, Sequence[str]]],
+    *,
+    scp_roles: Sequence[str] = (),
 ) -> Iterator[wire.WireAssociation]:
     """An association by pacsmig's own wire code (``wire.py``), with the errors ``associate``
     raises; released (or aborted) on the way out."""
@@ -191,6 +195,7 @@ def wire_associate(
             called=peer.ae_title,
             contexts=proposed,
             max_pdu=peer.max_pdu,
+            scp_roles=scp_roles,
         )
     except wire.Rejected as exc:
         sock.close()

@@ -88,6 +88,9 @@ class AssociateRequest:
     implementation_version: str = ""
     application_context: str = APPLICATION_CONTEXT
     protocol_version: int = 1
+    # SOP classes for which the requestor proposes the SCP role (C-GET's C-STOREs, PS3.7
+    # D.3.3.4). Encoded only: a storage acceptor here answers none and keeps the defaults.
+    scp_roles: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,10 +110,15 @@ class AssociateReject:
     reason: int
 
 
-def _user_information(max_pdu: int, class_uid: str, version: str) -> bytes:
+def _user_information(
+    max_pdu: int, class_uid: str, version: str, scp_roles: tuple[str, ...] = ()
+) -> bytes:
     sub = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, class_uid.encode("ascii"))
     if version:
         sub += _item(0x55, version.encode("ascii")[:16])
+    for uid in scp_roles:  # SCU role 0, SCP role 1; after the version name, as pynetdicom
+        raw = uid.encode("ascii")
+        sub += _item(0x54, struct.pack(">H", len(raw)) + raw + b"\0\1")
     return _item(0x50, sub)
 
 
@@ -125,7 +133,9 @@ def encode_associate_rq(rq: AssociateRequest) -> bytes:
         sub = _item(0x30, cx.abstract_syntax.encode("ascii"))
         sub += b"".join(_item(0x40, ts.encode("ascii")) for ts in cx.transfer_syntaxes)
         items += _item(0x20, struct.pack(">BBBB", cx.context_id, 0, 0, 0) + sub)
-    items += _user_information(rq.max_pdu, rq.implementation_class_uid, rq.implementation_version)
+    items += _user_information(
+        rq.max_pdu, rq.implementation_class_uid, rq.implementation_version, rq.scp_roles
+    )
     return _associate(A_ASSOCIATE_RQ, rq.called_ae, rq.calling_ae, items, rq.protocol_version)
 
 

@@ -150,6 +150,8 @@ C_FIND_RQ = 0x0020
 C_FIND_RSP = 0x8020
 C_MOVE_RQ = 0x0021
 C_MOVE_RSP = 0x8021
+C_GET_RQ = 0x0010
+C_GET_RSP = 0x8010
 
 
 class Rejected(Exception):
@@ -160,6 +162,10 @@ class Rejected(Exception):
 
 class NotAssociated(Exception):
     """The peer took the connection but did not answer the association request properly."""
+
+
+# (SOP class, SOP Instance UID, transfer syntax, data set bytes) -> the status to answer
+StoreHandler = Callable[[str, str, str, bytes], int]
 
 
 class WireAssociation:
@@ -173,8 +179,10 @@ class WireAssociation:
         called: str,
         contexts: Sequence[tuple[str, Sequence[str]]],
         max_pdu: int = 0,
+        scp_roles: Sequence[str] = (),
     ) -> None:
-        """contexts: (abstract syntax, transfer syntaxes) in proposal order, at most 128."""
+        """contexts: (abstract syntax, transfer syntaxes) in proposal order, at most 128;
+        scp_roles: SOP classes for which pacsmig offers to take C-STOREs (C-GET)."""
         self._sock = sock
         self._msg_id = 0
         proposed = tuple(
@@ -190,6 +198,7 @@ class WireAssociation:
             max_pdu=max_pdu,
             implementation_class_uid=IMPLEMENTATION_CLASS_UID,
             implementation_version=IMPLEMENTATION_VERSION,
+            scp_roles=tuple(scp_roles),
         )
         self.established = False
         try:
@@ -332,7 +341,13 @@ class WireAssociation:
             yield FindAnswer(status=status, comment=rsp.text(0x0902), identifier=data)
 
     def request(
-        self, cid: int, fields: dict[int, int | str], identifier: bytes, response: int
+        self,
+        cid: int,
+        fields: dict[int, int | str],
+        identifier: bytes,
+        response: int,
+        *,
+        on_store: StoreHandler | None = None,
     ) -> Iterator[tuple[pdu.Command | None, bytes | None]]:
         """Send one request with a data set; yield each (response command, data set) until the
         final one. On a failure, one last (None, why) and the association is aborted.
@@ -352,13 +367,25 @@ class WireAssociation:
                     pdu.pdv_header(len(chunk), cid, command=False, last=last) + chunk
                 )
             while True:
-                rsp, data = self._message()
+                got_cid, rsp, data = self._message()
+                if on_store is not None and rsp.command_field == pdu.C_STORE_RQ:
+                    # A C-GET's sub-operation, on this association (PS3.4 C.4.3.1.3).
+                    syntax = self._syntax_of(got_cid)
+                    stored = (
+                        on_store(rsp.text(0x0002), rsp.text(0x1000), syntax, data)
+                        if data and syntax
+                        else 0xA900  # data set does not match the SOP class: none came
+                    )
+                    answer = pdu.response_to(rsp, stored)
+                    header = pdu.pdv_header(len(answer), got_cid, command=True, last=True)
+                    self._sock.sendall(header + answer)
+                    continue
                 if rsp.command_field != response or rsp.us(0x0120) != msg_id:
                     raise ProtocolError("an answer that is not to this request")
-                status = rsp.us(0x0900)
-                if status is None:
+                code = rsp.us(0x0900)
+                if code is None:
                     raise ProtocolError("a response without a status")
-                done = status not in (0xFF00, 0xFF01)
+                done = code not in (0xFF00, 0xFF01)
                 yield rsp, data
                 if done:
                     return
@@ -370,8 +397,12 @@ class WireAssociation:
             if not done and self.established:
                 self.abort()
 
-    def _message(self) -> tuple[pdu.Command, bytes | None]:
-        """The next whole DIMSE message from the peer: command, and data set if it has one."""
+    def _syntax_of(self, cid: int) -> str:
+        return next((ts for c, _, ts in self.accepted if c == cid), "")
+
+    def _message(self) -> tuple[int, pdu.Command, bytes | None]:
+        """The next whole DIMSE message from the peer: its context, command, and data set if
+        it has one."""
         command = bytearray()
         rsp: pdu.Command | None = None
         fragments: list[bytes] = []
@@ -393,11 +424,11 @@ class WireAssociation:
                     if pdv.is_last:
                         rsp = pdu.decode_command(command)
                         if not rsp.has_dataset:
-                            return rsp, None
+                            return pdv.context_id, rsp, None
                 elif rsp is not None:
                     fragments.append(bytes(pdv.data))
                     if pdv.is_last:
-                        return rsp, b"".join(fragments)
+                        return pdv.context_id, rsp, b"".join(fragments)
                 else:
                     raise ProtocolError("a data set fragment before its command")
 
@@ -466,8 +497,6 @@ def connect(
 
 # -- pacsmig's Storage SCP (association acceptor) ---------------------------------------------
 
-# (SOP class, SOP Instance UID, transfer syntax, data set bytes) -> the status to answer
-StoreHandler = Callable[[str, str, str, bytes], int]
 # Gets the connection of a caller this server does not serve (someone else's protocol).
 Handoff = Callable[[socket.socket, tuple[str, int]], None]
 
