@@ -782,3 +782,37 @@ def test_normalised_part10_gives_a_head_parse_part10_reads(name: str, syntax: st
     assert got.transfer_syntax == syntax
     again = dcmread(io.BytesIO(data))
     assert again == original
+
+
+def test_scp_role_items_are_what_pynetdicom_reads_as_role_selection() -> None:
+    """C-GET needs the SCP role proposed per storage class (PS3.7 D.3.3.4): pynetdicom, an
+    independent decoder, must read exactly those classes with SCU 0 / SCP 1."""
+    classes = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.3.45")
+    rq = pdu.AssociateRequest(
+        called_ae="SRC",
+        calling_ae="PACSMIG",
+        contexts=tuple(
+            pdu.ProposedContext(
+                context_id=2 * n + 1, abstract_syntax=c, transfer_syntaxes=("1.2.840.10008.1.2",)
+            )
+            for n, c in enumerate(classes)
+        ),
+        implementation_class_uid="1.2.3",
+        implementation_version="V",
+        scp_roles=classes,
+    )
+    decoded = pnd_pdu.A_ASSOCIATE_RQ()
+    decoded.decode(pdu.encode_associate_rq(rq))
+    prim = decoded.to_primitive()
+    roles = {
+        str(item.sop_class_uid): (bool(item.scu_role), bool(item.scp_role))
+        for item in prim.user_information
+        if type(item).__name__ == "SCP_SCU_RoleSelectionNegotiation"
+    }
+    assert roles == {c: (False, True) for c in classes}
+    assert any(
+        getattr(i, "implementation_version_name", None) == "V" for i in prim.user_information
+    )
+    # Decoding here ignores role items (a storage acceptor answers none): the rest round-trips.
+    encoded = pdu.encode_associate_rq(rq)
+    assert pdu.decode_associate_rq(_body(encoded, pdu.A_ASSOCIATE_RQ)) == rq
