@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,28 +64,44 @@ class RetrieveRequest:
 
 
 def _final(responses: Any, peer: Peer, what: str) -> RetrieveResult:
+    """The final response of pynetdicom's (status, identifier) pairs."""
+    return _settle(
+        (
+            None
+            if getattr(status, "Status", None) is None
+            else RetrieveResult(
+                status=int(status.Status),
+                completed=int(status.get("NumberOfCompletedSuboperations", 0) or 0),
+                failed=int(status.get("NumberOfFailedSuboperations", 0) or 0),
+                warning=int(status.get("NumberOfWarningSuboperations", 0) or 0),
+                failed_uids=_failed_uids(identifier),
+                comment=str(status.get("ErrorComment", "") or ""),
+            )
+            for status, identifier in responses
+        ),
+        peer,
+        what,
+    )
+
+
+def _settle(answers: Iterable[RetrieveResult | None], peer: Peer, what: str) -> RetrieveResult:
+    """The last non-pending answer; a missing answer (None) ends it with status None."""
     final: RetrieveResult | None = None
-    for status, identifier in responses:
-        code = getattr(status, "Status", None)
-        if code is None:
+    for answer in answers:
+        if answer is None:
             return RetrieveResult(status=None)
-        if code in (0xFF00, 0xFF01):
-            continue
-        failed_uids: tuple[str, ...] = ()
-        if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
-            value = identifier.FailedSOPInstanceUIDList
-            failed_uids = tuple(str(v) for v in (value if isinstance(value, list) else [value]))
-        final = RetrieveResult(
-            status=code,
-            completed=int(status.get("NumberOfCompletedSuboperations", 0) or 0),
-            failed=int(status.get("NumberOfFailedSuboperations", 0) or 0),
-            warning=int(status.get("NumberOfWarningSuboperations", 0) or 0),
-            failed_uids=failed_uids,
-            comment=str(status.get("ErrorComment", "") or ""),
-        )
+        if answer.status not in (0xFF00, 0xFF01):
+            final = answer
     if final is None:
         raise PacsError(f"{peer.describe()} ended a {what} without a final status")
     return final
+
+
+def _failed_uids(identifier: Dataset | None) -> tuple[str, ...]:
+    if identifier is None or "FailedSOPInstanceUIDList" not in identifier:
+        return ()
+    value = identifier.FailedSOPInstanceUIDList
+    return tuple(str(v) for v in (value if isinstance(value, list) else [value]))
 
 
 def c_get(
@@ -187,30 +203,29 @@ def _identifier(request: RetrieveRequest, syntax: str) -> bytes:
 
 
 def _wire_final(responses: Any, peer: Peer, what: str, syntax: str) -> RetrieveResult:
-    final: RetrieveResult | None = None
-    for rsp, data in responses:
-        if rsp is None:
-            return RetrieveResult(status=None)
-        status = rsp.us(0x0900)
-        if status in (0xFF00, 0xFF01) or status is None:
-            continue
-        failed_uids: tuple[str, ...] = ()
-        if data:
-            ds = decode(io.BytesIO(data), syntax == ImplicitVRLittleEndian, True)
-            if "FailedSOPInstanceUIDList" in ds:
-                value = ds.FailedSOPInstanceUIDList
-                failed_uids = tuple(str(v) for v in (value if isinstance(value, list) else [value]))
-        final = RetrieveResult(
-            status=status,
-            completed=rsp.us(0x1021, 0) or 0,
-            failed=rsp.us(0x1022, 0) or 0,
-            warning=rsp.us(0x1023, 0) or 0,
-            failed_uids=failed_uids,
-            comment=rsp.text(0x0902),
-        )
-    if final is None:
-        raise PacsError(f"{peer.describe()} ended a {what} without a final status")
-    return final
+    """The final response of the wire code's (command, data set) pairs."""
+
+    def answers() -> Iterator[RetrieveResult | None]:
+        for rsp, data in responses:
+            if rsp is None:
+                yield None  # no answer: request() has said why and aborted
+                continue
+            status = rsp.us(0x0900)
+            if status is None:  # request() raises on these; skipped like a pending one
+                continue
+            identifier = (
+                decode(io.BytesIO(data), syntax == ImplicitVRLittleEndian, True) if data else None
+            )
+            yield RetrieveResult(
+                status=status,
+                completed=rsp.us(0x1021, 0) or 0,
+                failed=rsp.us(0x1022, 0) or 0,
+                warning=rsp.us(0x1023, 0) or 0,
+                failed_uids=_failed_uids(identifier),
+                comment=rsp.text(0x0902),
+            )
+
+    return _settle(answers(), peer, what)
 
 
 def _wire_move(

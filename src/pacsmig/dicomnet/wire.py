@@ -296,32 +296,13 @@ class WireAssociation:
             return StoreAnswer(status=None, comment=f"no response: {_why(exc)}")
 
     def _answer(self, msg_id: int) -> StoreAnswer:
-        command = bytearray()
         while True:
-            kind, body = pdu.read_pdu(self._sock)
-            if kind == pdu.A_ABORT:
-                self._closed()
-                return StoreAnswer(status=None, comment="no response: the destination aborted")
-            if kind == pdu.A_RELEASE_RQ:
-                with contextlib.suppress(OSError):
-                    self._sock.sendall(pdu.encode_release_rp())
-                self._closed()
-                return StoreAnswer(status=None, comment="no response: the destination released")
-            if kind != pdu.P_DATA_TF:
-                raise ProtocolError(f"unexpected PDU type 0x{kind:02X}")
-            for pdv in pdu.pdvs(body):
-                if not pdv.is_command:
-                    continue
-                command += pdv.data
-                if not pdv.is_last:
-                    continue
-                rsp = pdu.decode_command(command)
-                command = bytearray()
-                if rsp.command_field == pdu.C_STORE_RSP and rsp.us(0x0120) == msg_id:
-                    status = rsp.us(0x0900)
-                    if status is None:
-                        raise ProtocolError("C-STORE response without a status")
-                    return StoreAnswer(status=status, comment=rsp.text(0x0902))
+            _, rsp, _ = self._message()
+            if rsp.command_field == pdu.C_STORE_RSP and rsp.us(0x0120) == msg_id:
+                status = rsp.us(0x0900)
+                if status is None:
+                    raise ProtocolError("C-STORE response without a status")
+                return StoreAnswer(status=status, comment=rsp.text(0x0902))
 
     def context_of(self, sop_class: str) -> tuple[int, str] | None:
         """The first accepted context for a SOP class: (context ID, transfer syntax)."""
